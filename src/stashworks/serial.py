@@ -1,0 +1,67 @@
+"""Serializer strategies: how a value becomes bytes and back.
+
+A stash that stores bytes takes a :class:`Serializer` instead of calling
+:mod:`pickle` itself, so the format is chosen by the user, not hard-wired.
+"""
+
+from __future__ import annotations
+
+import pickle
+from typing import IO, Any, Protocol, runtime_checkable
+
+__all__ = ['Serializer', 'PickleSerializer', 'DillSerializer', 'default_serializer']
+
+
+@runtime_checkable
+class Serializer(Protocol):
+    """Turns values into bytes and back, through a binary file object."""
+
+    def dump(self, value: Any, fh: IO[bytes]) -> None:
+        """Write ``value`` to the binary file ``fh``."""
+
+    def load(self, fh: IO[bytes]) -> Any:
+        """Read one value from the binary file ``fh``."""
+
+
+class PickleSerializer:
+    """The standard library's :mod:`pickle` at its highest protocol."""
+
+    def __init__(self, protocol: int = pickle.HIGHEST_PROTOCOL) -> None:
+        self.protocol = protocol
+
+    def dump(self, value: Any, fh: IO[bytes]) -> None:
+        pickle.dump(value, fh, protocol=self.protocol)
+
+    def load(self, fh: IO[bytes]) -> Any:
+        return pickle.load(fh)
+
+    def __repr__(self) -> str:
+        return f'{type(self).__name__}(protocol={self.protocol})'
+
+
+class DillSerializer:
+    """:mod:`dill`, for lambdas, closures and locally defined classes.
+
+    ``dill`` is imported on first use, so it costs nothing when unused.
+    """
+
+    def __init__(self, protocol: int = pickle.HIGHEST_PROTOCOL, recurse: bool = True) -> None:
+        self.protocol = protocol
+        self.recurse = recurse
+
+    def dump(self, value: Any, fh: IO[bytes]) -> None:
+        import dill
+
+        dill.dump(value, fh, protocol=self.protocol, recurse=self.recurse)
+
+    def load(self, fh: IO[bytes]) -> Any:
+        import dill
+
+        return dill.load(fh)
+
+    def __repr__(self) -> str:
+        return f'{type(self).__name__}(protocol={self.protocol})'
+
+
+default_serializer = PickleSerializer()
+"""The serializer stashes use when none is given."""

@@ -1,0 +1,395 @@
+"""The :class:`Stash` abstraction and its framework family.
+
+A stash is a dict-like store of values by string key.  Concrete storage
+lives in other modules (:mod:`stashworks.directory`, :mod:`stashworks.memory`,
+:mod:`stashworks.shelf`); this module holds the abstract base and the
+wrappers that every stack is built from.
+"""
+
+from __future__ import annotations
+
+import logging
+from abc import ABC, abstractmethod
+from itertools import islice
+from typing import Any, Iterable, Iterator, Optional
+
+from .errors import StashClosedError, StashKeyError, StashReadOnlyError
+
+__all__ = [
+    'MISSING',
+    'Stash',
+    'ReadOnlyStash',
+    'CloseableStash',
+    'DelegateStash',
+    'KeyLimitStash',
+    'PreemptiveStash',
+    'PrimeableStash',
+    'PrimablePreemptiveStash',
+    'PrimeablePreemptiveStash',
+    'check_key',
+]
+
+logger = logging.getLogger(__name__)
+
+
+class _Missing:
+    """The type of :data:`MISSING`; there is only one instance."""
+
+    _instance: Optional['_Missing'] = None
+
+    def __new__(cls) -> '_Missing':
+        if cls._instance is None:
+            cls._instance = super().__new__(cls)
+        return cls._instance
+
+    def __repr__(self) -> str:
+        return '<MISSING>'
+
+    def __bool__(self) -> bool:
+        return False
+
+    def __reduce__(self) -> str:
+        # Unpickles to the same singleton, so ``is MISSING`` survives a
+        # round trip through a worker process.
+        return 'MISSING'
+
+
+MISSING: Any = _Missing()
+"""Marks "no value" where ``None`` is an ordinary, storable value."""
+
+
+def check_key(key: object, stash: object) -> str:
+    """Return ``key`` if it is a ``str``; raise :class:`TypeError` otherwise."""
+    if not isinstance(key, str):
+        raise TypeError(f'stash keys are str, not {type(key).__name__}: {key!r} (in {stash!r})')
+    return key
+
+
+class Stash(ABC):
+    """A dict-like store of values by string key.
+
+    Subclasses implement :meth:`load`, :meth:`dump`, :meth:`delete` and
+    :meth:`keys`; everything else is derived from those and may be
+    overridden where a backend can do better (a directory answers
+    :meth:`exists` with one ``stat``).
+
+    Unlike a ``dict``, iterating a stash yields ``(key, value)`` pairs.
+    ``None`` is a value like any other: only a key that does not exist
+    raises :class:`KeyError`.
+    """
+
+    @abstractmethod
+    def load(self, key: str) -> Any:
+        """Return the item stored (or created) under ``key``.
+
+        Raises:
+            KeyError: (a :class:`~stashworks.errors.StashKeyError`) when
+                there is no such item.
+        """
+
+    @abstractmethod
+    def dump(self, key: str, value: Any) -> None:
+        """Store ``value`` under ``key``, replacing any previous value."""
+
+    @abstractmethod
+    def delete(self, key: str) -> None:
+        """Remove the item under ``key``; a missing key is not an error."""
+
+    @abstractmethod
+    def keys(self) -> Iterable[str]:
+        """Return the keys of every item in the stash."""
+
+    def exists(self, key: str) -> bool:
+        """Whether an item exists under ``key``, without loading it."""
+        return key in set(self.keys())
+
+    def get(self, key: str, default: Any = None) -> Any:
+        """Return the item under ``key``, or ``default`` if there is none."""
+        try:
+            return self.load(key)
+        except KeyError:
+            return default
+
+    def values(self) -> Iterator[Any]:
+        """Yield every value, in :meth:`keys` order."""
+        for _, value in self.items():
+            yield value
+
+    def items(self) -> Iterator[tuple[str, Any]]:
+        """Yield every ``(key, value)`` pair."""
+        for key in list(self.keys()):
+            try:
+                yield key, self.load(key)
+            except KeyError:
+                # Deleted by someone else since the listing; skip it as a
+                # dict iteration over a snapshot would.
+                continue
+
+    def clear(self) -> None:
+        """Delete every item."""
+        for key in list(self.keys()):
+            self.delete(key)
+
+    def missing_error(self, key: str) -> StashKeyError:
+        """The :class:`KeyError` to raise for a ``key`` with no item."""
+        return StashKeyError(f'no item {key!r} in {self!r}')
+
+    def __getitem__(self, key: str) -> Any:
+        return self.load(key)
+
+    def __setitem__(self, key: str, value: Any) -> None:
+        self.dump(key, value)
+
+    def __delitem__(self, key: str) -> None:
+        # A dict raises KeyError for a missing key on ``del``; so do we,
+        # while ``delete`` itself stays forgiving.
+        if not self.exists(key):
+            raise self.missing_error(key)
+        self.delete(key)
+
+    def __contains__(self, key: object) -> bool:
+        return isinstance(key, str) and self.exists(key)
+
+    def __iter__(self) -> Iterator[tuple[str, Any]]:
+        return self.items()
+
+    def __len__(self) -> int:
+        return sum(1 for _ in self.keys())
+
+    def __bool__(self) -> bool:
+        # Without this, ``bool`` falls back on ``__len__`` and an empty
+        # stash would be falsy, breaking ``stash or default`` idioms.
+        return True
+
+    def __repr__(self) -> str:
+        return f'{type(self).__name__}()'
+
+
+class ReadOnlyStash(Stash):
+    """A stash whose write methods raise :class:`StashReadOnlyError`."""
+
+    def _read_only(self, op: str, key: Optional[str] = None) -> StashReadOnlyError:
+        what = f' {key!r}' if key is not None else ''
+        return StashReadOnlyError(f'cannot {op}{what}: {self!r} is read-only')
+
+    def dump(self, key: str, value: Any) -> None:
+        raise self._read_only('dump', key)
+
+    def delete(self, key: str) -> None:
+        raise self._read_only('delete', key)
+
+    def clear(self) -> None:
+        raise self._read_only('clear')
+
+
+class CloseableStash(Stash):
+    """A stash holding a resource that :meth:`close` releases.
+
+    It is a context manager; any use after :meth:`close` raises
+    :class:`~stashworks.errors.StashClosedError`.
+    """
+
+    closed: bool = False
+
+    def close(self) -> None:
+        """Release the resource; calling it again does nothing."""
+        self.closed = True
+
+    def check_open(self) -> None:
+        """Raise :class:`StashClosedError` if the stash was closed."""
+        if self.closed:
+            raise StashClosedError(f'{self!r} is closed')
+
+    def __enter__(self) -> 'CloseableStash':
+        self.check_open()
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
+
+
+class DelegateStash(CloseableStash):
+    """Forwards every call to ``delegate``; the base of wrapper stashes.
+
+    With no delegate it is an empty stash that accepts and forgets writes.
+
+    Args:
+        delegate: the stash calls are forwarded to.
+    """
+
+    def __init__(self, delegate: Optional[Stash] = None) -> None:
+        self.delegate = delegate
+
+    def load(self, key: str) -> Any:
+        if self.delegate is None:
+            raise self.missing_error(key)
+        return self.delegate.load(key)
+
+    def get(self, key: str, default: Any = None) -> Any:
+        if self.delegate is None:
+            return default
+        return self.delegate.get(key, default)
+
+    def dump(self, key: str, value: Any) -> None:
+        if self.delegate is not None:
+            self.delegate.dump(key, value)
+
+    def delete(self, key: str) -> None:
+        if self.delegate is not None:
+            self.delegate.delete(key)
+
+    def keys(self) -> Iterable[str]:
+        return () if self.delegate is None else self.delegate.keys()
+
+    def exists(self, key: str) -> bool:
+        return self.delegate is not None and self.delegate.exists(key)
+
+    def clear(self) -> None:
+        if self.delegate is not None:
+            self.delegate.clear()
+
+    def __len__(self) -> int:
+        return 0 if self.delegate is None else len(self.delegate)
+
+    def close(self) -> None:
+        if isinstance(self.delegate, CloseableStash):
+            self.delegate.close()
+        super().close()
+
+    def __repr__(self) -> str:
+        return f'{type(self).__name__}(delegate={self.delegate!r})'
+
+
+class KeyLimitStash(DelegateStash):
+    """Shows only the first ``limit`` keys of its delegate; handy to debug.
+
+    Items past the limit are invisible: not listed, not loadable, not
+    counted.
+
+    Args:
+        delegate: the stash to limit.
+        limit: how many keys to show.
+    """
+
+    def __init__(self, delegate: Optional[Stash] = None, limit: int = 10) -> None:
+        super().__init__(delegate)
+        if limit < 0:
+            raise ValueError(f'limit must be >= 0, not {limit}')
+        self.limit = limit
+
+    def keys(self) -> list[str]:
+        return list(islice(super().keys(), self.limit))
+
+    def exists(self, key: str) -> bool:
+        return key in self.keys()
+
+    def load(self, key: str) -> Any:
+        if not self.exists(key):
+            raise self.missing_error(key)
+        return super().load(key)
+
+    def get(self, key: str, default: Any = None) -> Any:
+        # Route through load so the limit applies.
+        return Stash.get(self, key, default)
+
+    def __len__(self) -> int:
+        return len(self.keys())
+
+    def __repr__(self) -> str:
+        return f'{type(self).__name__}(delegate={self.delegate!r}, limit={self.limit})'
+
+
+class _HasData:
+    """Remembers whether ``self.delegate`` holds any data.
+
+    Mixed in before a :class:`DelegateStash` subclass; writes through the
+    stash keep the answer right, so it costs one key listing at most.
+    """
+
+    delegate: Optional[Stash]
+    _has_data: Optional[bool] = None
+
+    @property
+    def has_data(self) -> bool:
+        """Whether the delegate has at least one item."""
+        if self._has_data is None:
+            self._has_data = self.delegate is not None and any(True for _ in self.delegate.keys())
+        return self._has_data
+
+    def reset_has_data(self) -> None:
+        """Forget :attr:`has_data` so the next use lists the delegate again."""
+        self._has_data = None
+
+    def dump(self, key: str, value: Any) -> None:
+        super().dump(key, value)  # type: ignore[misc]
+        self._has_data = True
+
+    def delete(self, key: str) -> None:
+        super().delete(key)  # type: ignore[misc]
+        self.reset_has_data()
+
+    def clear(self) -> None:
+        super().clear()  # type: ignore[misc]
+        self.reset_has_data()
+
+
+class PreemptiveStash(_HasData, DelegateStash):
+    """Knows whether its delegate holds any data yet (:attr:`has_data`).
+
+    Subclasses use it to decide whether data must be created before it is
+    read.
+    """
+
+
+class PrimeableStash(DelegateStash):
+    """Runs :meth:`prime` before every CRUD call.
+
+    :meth:`prime` does whatever preparatory work the stash needs (create
+    data, open a resource); it must be cheap once done, since every read
+    calls it.  The default does nothing.
+    """
+
+    def prime(self) -> None:
+        """Do preparatory work; called before any CRUD method."""
+
+    def load(self, key: str) -> Any:
+        self.prime()
+        return super().load(key)
+
+    def get(self, key: str, default: Any = None) -> Any:
+        self.prime()
+        return super().get(key, default)
+
+    def dump(self, key: str, value: Any) -> None:
+        self.prime()
+        super().dump(key, value)
+
+    def delete(self, key: str) -> None:
+        self.prime()
+        super().delete(key)
+
+    def keys(self) -> Iterable[str]:
+        self.prime()
+        return super().keys()
+
+    def exists(self, key: str) -> bool:
+        self.prime()
+        return super().exists(key)
+
+    def __len__(self) -> int:
+        self.prime()
+        return super().__len__()
+
+
+class PrimablePreemptiveStash(_HasData, PrimeableStash):
+    """A :class:`PrimeableStash` that also knows whether it has data.
+
+    The usual :meth:`prime` creates the data when :attr:`has_data` is
+    false (see :class:`~stashworks.OneShotFactoryStash` and
+    :class:`~stashworks.MultiProcessStash`).  :attr:`has_data` itself
+    never primes.
+    """
+
+
+PrimeablePreemptiveStash = PrimablePreemptiveStash
+"""Alternative spelling of :class:`PrimablePreemptiveStash`."""
