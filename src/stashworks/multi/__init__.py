@@ -1,0 +1,1 @@
+"""The batch layer: :class:`MultiProcessStash` and its executors."""
