@@ -18,7 +18,7 @@ from .errors import (
     StashReadOnlyError,
     StashWriteError,
 )
-from .serial import DillSerializer, PickleSerializer, Serializer
+from .serial import DillSerializer, JsonSerializer, PickleSerializer, Serializer
 from .stash import (
     MISSING,
     CloseableStash,
@@ -41,6 +41,7 @@ __all__ = [
     'DelegateStash',
     'DillSerializer',
     'DirectoryStash',
+    'JsonSerializer',
     'KeyLimitStash',
     'PersistError',
     'PickleSerializer',

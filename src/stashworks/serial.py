@@ -6,10 +6,11 @@ A stash that stores bytes takes a :class:`Serializer` instead of calling
 
 from __future__ import annotations
 
+import json
 import pickle
 from typing import IO, Any, Protocol, runtime_checkable
 
-__all__ = ['Serializer', 'PickleSerializer', 'DillSerializer', 'default_serializer']
+__all__ = ['Serializer', 'PickleSerializer', 'DillSerializer', 'JsonSerializer', 'default_serializer']
 
 
 @runtime_checkable
@@ -61,6 +62,25 @@ class DillSerializer:
 
     def __repr__(self) -> str:
         return f'{type(self).__name__}(protocol={self.protocol})'
+
+
+class JsonSerializer:
+    """UTF-8 JSON, for records other tools should read without Python.
+
+    Only JSON types round-trip (tuples come back as lists).
+    """
+
+    def __init__(self, indent: int | None = None) -> None:
+        self.indent = indent
+
+    def dump(self, value: Any, fh: IO[bytes]) -> None:
+        fh.write(json.dumps(value, indent=self.indent, ensure_ascii=False).encode('utf-8'))
+
+    def load(self, fh: IO[bytes]) -> Any:
+        return json.loads(fh.read().decode('utf-8'))
+
+    def __repr__(self) -> str:
+        return f'{type(self).__name__}()'
 
 
 default_serializer = PickleSerializer()
