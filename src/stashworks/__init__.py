@@ -6,6 +6,7 @@ filled in parallel by :class:`MultiProcessStash`.
 
 from __future__ import annotations
 
+from .compose import SortedStash, UnionStash
 from .directory import DirectoryStash
 from .errors import (
     BatchError,
@@ -18,7 +19,11 @@ from .errors import (
     StashReadOnlyError,
     StashWriteError,
 )
+from .factory import CacheStash, FactoryStash, OneShotFactoryStash
+from .increment import IncrementKeyDirectoryStash
+from .memory import DictionaryStash
 from .serial import DillSerializer, JsonSerializer, PickleSerializer, Serializer
+from .shelf import ShelveStash
 from .stash import (
     MISSING,
     CloseableStash,
@@ -37,12 +42,17 @@ __version__ = '0.1.0'
 __all__ = [
     'MISSING',
     'BatchError',
+    'CacheStash',
     'CloseableStash',
     'DelegateStash',
+    'DictionaryStash',
     'DillSerializer',
     'DirectoryStash',
+    'FactoryStash',
+    'IncrementKeyDirectoryStash',
     'JsonSerializer',
     'KeyLimitStash',
+    'OneShotFactoryStash',
     'PersistError',
     'PickleSerializer',
     'PreemptiveStash',
@@ -52,6 +62,8 @@ __all__ = [
     'ReadOnlyStash',
     'SerializationError',
     'Serializer',
+    'ShelveStash',
+    'SortedStash',
     'Stash',
     'StashClosedError',
     'StashCorruptError',
@@ -59,4 +71,5 @@ __all__ = [
     'StashKeyError',
     'StashReadOnlyError',
     'StashWriteError',
+    'UnionStash',
 ]
