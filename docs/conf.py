@@ -20,7 +20,7 @@ from sphinx.util.nodes import nested_parse_with_titles
 # Document the tree being built, even when an older stashworks is installed.
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent / 'src'))
 
-import stashworks  # noqa: E402
+import stashworks
 
 project = 'stashworks'
 author = 'stashworks developers'
