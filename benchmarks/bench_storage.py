@@ -1,0 +1,426 @@
+"""DirectoryStash against raw files and other persistent stores, side by side.
+
+For each folder given with ``--dir`` (a disk folder and ``/dev/shm`` by
+default) and each data set (many small values, a few large ones), every
+contender writes all items into a fresh folder of its own, reads them all
+back, asks ``exists`` for each key, and lists ``keys()`` and ``len()``
+(the minimum of ``--repeat`` calls, as one listing is a 10-30 ms sample).
+Contenders are interleaved rep by rep with the order rotated, and each is
+reported as the median of its per-rep ratios to raw atomic files (pickle,
+temp file, ``os.replace``) measured in the same rep.  Nothing is deleted
+until the run is over: deleting files stalls file creation here.
+
+Run::
+
+    python benchmarks/bench_storage.py --dir /dev/shm --dir /tmp --reps 5
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import pickle
+import random
+import shelve
+import statistics
+import sys
+import uuid
+from collections.abc import Callable, Sequence
+from pathlib import Path
+from typing import Any
+
+from _common import RunDirs, format_table, machine_note, median_ratio, min_time, rotated, time_once
+
+from stashworks import DirectoryStash
+
+BASELINE = 'raw atomic'
+OPS = ('write', 'read', 'exists', 'keys', 'len')
+# What DirectoryStash must reach, as a ratio to raw atomic files.
+TARGETS = {'write': 0.85, 'read': 0.9, 'exists': 0.9, 'keys': 0.9, 'len': 0.9}
+SUFFIX = '.dat'
+
+
+class Contender:
+    """One store under test; a new instance is opened on a fresh folder for each trial."""
+
+    name = ''
+
+    def open(self, folder: Path) -> None:
+        raise NotImplementedError
+
+    def write(self, items: Sequence[tuple[str, Any]]) -> None:
+        raise NotImplementedError
+
+    def read(self, keys: Sequence[str]) -> Any:
+        raise NotImplementedError
+
+    def exists(self, keys: Sequence[str]) -> int:
+        raise NotImplementedError
+
+    def keys(self) -> list[str]:
+        raise NotImplementedError
+
+    def length(self) -> int:
+        raise NotImplementedError
+
+    def close(self) -> None:
+        pass
+
+
+# -- raw files: what a careful hand-written version does -------------------------------------------
+
+
+def raw_save(folder: str, key: str, value: Any) -> None:
+    with open(os.path.join(folder, key + SUFFIX), 'wb') as fh:
+        pickle.dump(value, fh, pickle.HIGHEST_PROTOCOL)
+
+
+def raw_save_atomic(folder: str, key: str, value: Any) -> None:
+    # A unique temp name in the same folder (safe across processes and
+    # threads), then an atomic rename; the temp goes if anything fails.
+    path = os.path.join(folder, key + SUFFIX)
+    tmp = os.path.join(folder, f'.{uuid.uuid4().hex}.tmp')
+    try:
+        with open(tmp, 'xb') as fh:
+            pickle.dump(value, fh, pickle.HIGHEST_PROTOCOL)
+        os.replace(tmp, path)
+    except BaseException:
+        try:
+            os.unlink(tmp)
+        except FileNotFoundError:
+            pass
+        raise
+
+
+def raw_load(folder: str, key: str) -> Any:
+    with open(os.path.join(folder, key + SUFFIX), 'rb') as fh:
+        return pickle.load(fh)
+
+
+def raw_exists(folder: str, key: str) -> bool:
+    return os.path.exists(os.path.join(folder, key + SUFFIX))
+
+
+def raw_keys(folder: str) -> list[str]:
+    # os.listdir rather than os.scandir: only names are needed, and
+    # listdir is the faster of the two here.
+    n = len(SUFFIX)
+    return [name[:-n] for name in os.listdir(folder) if name.endswith(SUFFIX)]
+
+
+def raw_len(folder: str) -> int:
+    return sum(1 for name in os.listdir(folder) if name.endswith(SUFFIX))
+
+
+class Raw(Contender):
+    name = 'raw'
+    save: Callable[[str, str, Any], None] = staticmethod(raw_save)
+
+    def open(self, folder: Path) -> None:
+        self.folder = str(folder)
+
+    def write(self, items: Sequence[tuple[str, Any]]) -> None:
+        save, folder = type(self).save, self.folder
+        for key, value in items:
+            save(folder, key, value)
+
+    def read(self, keys: Sequence[str]) -> Any:
+        folder = self.folder
+        value = None
+        for key in keys:
+            value = raw_load(folder, key)
+        return value
+
+    def exists(self, keys: Sequence[str]) -> int:
+        folder = self.folder
+        return sum(1 for key in keys if raw_exists(folder, key))
+
+    def keys(self) -> list[str]:
+        return raw_keys(self.folder)
+
+    def length(self) -> int:
+        return raw_len(self.folder)
+
+
+class RawAtomic(Raw):
+    name = BASELINE
+    save = staticmethod(raw_save_atomic)
+
+
+# -- stores with a mapping interface -----------------------------------------------------------------
+
+
+class Mapping(Contender):
+    """A store used through ``store[key]``, ``key in store``, ``len(store)``."""
+
+    store: Any
+
+    def write(self, items: Sequence[tuple[str, Any]]) -> None:
+        store = self.store
+        for key, value in items:
+            store[key] = value
+        self.commit()
+
+    def commit(self) -> None:
+        """Make the writes visible to another process (part of the write time)."""
+
+    def read(self, keys: Sequence[str]) -> Any:
+        store = self.store
+        value = None
+        for key in keys:
+            value = store[key]
+        return value
+
+    def exists(self, keys: Sequence[str]) -> int:
+        store = self.store
+        return sum(1 for key in keys if key in store)
+
+    def keys(self) -> list[str]:
+        return list(self.store.keys())
+
+    def length(self) -> int:
+        return len(self.store)
+
+    def close(self) -> None:
+        self.store.close()
+
+
+class Directory(Mapping):
+    name = 'DirectoryStash'
+
+    def open(self, folder: Path) -> None:
+        self.store = DirectoryStash(folder)
+
+    def write(self, items: Sequence[tuple[str, Any]]) -> None:
+        # The stash API proper (dump/load/exists), not the dict sugar.
+        dump = self.store.dump
+        for key, value in items:
+            dump(key, value)
+
+    def read(self, keys: Sequence[str]) -> Any:
+        load = self.store.load
+        value = None
+        for key in keys:
+            value = load(key)
+        return value
+
+    def exists(self, keys: Sequence[str]) -> int:
+        exists = self.store.exists
+        return sum(1 for key in keys if exists(key))
+
+
+class DiskCache(Mapping):
+    name = 'diskcache'
+
+    def open(self, folder: Path) -> None:
+        import diskcache
+
+        self.store = diskcache.Cache(str(folder))
+
+    def keys(self) -> list[str]:
+        return list(self.store)
+
+
+class Shelve(Mapping):
+    name = 'shelve'
+
+    def open(self, folder: Path) -> None:
+        # Held open across the trial; close() below closes it.
+        self.store = shelve.open(str(folder / 'shelf'), protocol=pickle.HIGHEST_PROTOCOL)  # noqa: SIM115
+
+    def commit(self) -> None:
+        self.store.sync()
+
+
+class SqliteDict(Mapping):
+    name = 'sqlitedict'
+
+    def open(self, folder: Path) -> None:
+        from sqlitedict import SqliteDict
+
+        # outer_stack=False: the default records a stack trace per request,
+        # which would only measure the traceback module.
+        self.store = SqliteDict(str(folder / 'db.sqlite'), autocommit=False, outer_stack=False)
+
+    def commit(self) -> None:
+        self.store.commit()
+
+
+CONTENDERS: dict[str, type[Contender]] = {c.name: c for c in (Directory, RawAtomic, Raw, DiskCache, Shelve, SqliteDict)}
+
+
+# -- data --------------------------------------------------------------------------------------------
+
+
+def small_items(n: int, rng: random.Random) -> list[tuple[str, Any]]:
+    """``n`` records of about 300 bytes pickled."""
+    return [
+        (
+            f'item-{i:06d}',
+            {
+                'id': i,
+                'name': f'record {i}',
+                'text': ''.join(rng.choices('abcdefghij klmnopqrstuvwxyz', k=200)),
+                'tags': ['alpha', 'beta', 'gamma'],
+                'score': rng.random(),
+            },
+        )
+        for i in range(n)
+    ]
+
+
+def large_items(n: int, size: int, rng: random.Random) -> list[tuple[str, Any]]:
+    """``n`` blobs of ``size`` bytes."""
+    return [(f'blob-{i:04d}', rng.randbytes(size)) for i in range(n)]
+
+
+def fs_type(path: str) -> str:
+    """The file system type of ``path`` (``tmpfs``, ``ext4``...), from /proc/mounts."""
+    best, kind = '', '?'
+    real = os.path.realpath(path)
+    try:
+        with open('/proc/mounts') as fh:
+            for line in fh:
+                parts = line.split()
+                mount = parts[1]
+                inside = real == mount or real.startswith(mount.rstrip('/') + '/')
+                if inside and len(mount) > len(best):
+                    best, kind = mount, parts[2]
+    except OSError:
+        pass
+    return kind
+
+
+# -- run ---------------------------------------------------------------------------------------------
+
+
+def trial(
+    contender: Contender, folder: Path, items: Sequence[tuple[str, Any]], keys: list[str], repeat: int
+) -> dict[str, float]:
+    """Time every operation once on a fresh folder; check the answers outside the timings."""
+    contender.open(folder)
+    try:
+        t = {
+            'write': time_once(lambda: contender.write(items)),
+            'read': time_once(lambda: contender.read(keys)),
+            'exists': time_once(lambda: contender.exists(keys)),
+            'keys': min_time(contender.keys, repeat),
+            'len': min_time(contender.length, repeat),
+        }
+        n = len(keys)
+        if sorted(contender.keys()) != keys or contender.length() != n or contender.exists(keys) != n:
+            raise AssertionError(f'{contender.name} lost items in {folder}')
+        if contender.read(keys[-1:]) != items[-1][1]:
+            raise AssertionError(f'{contender.name} read back a wrong value in {folder}')
+    finally:
+        contender.close()
+    return t
+
+
+def run_set(
+    dirs: RunDirs,
+    label: str,
+    items: Sequence[tuple[str, Any]],
+    names: Sequence[str],
+    reps: int,
+    repeat: int,
+) -> dict[str, dict[str, list[float]]]:
+    """All reps of one data set in one folder: ``{contender: {op: [seconds per rep]}}``."""
+    keys = sorted(k for k, _ in items)
+    times: dict[str, dict[str, list[float]]] = {n: {op: [] for op in OPS} for n in names}
+    for rep in range(reps):
+        for name in rotated(names, rep):
+            folder = dirs.new(f'{label}-{name.replace(" ", "-")}-{rep}')
+            result = trial(CONTENDERS[name](), folder, items, keys, repeat)
+            for op in OPS:
+                times[name][op].append(result[op])
+        print(f'  rep {rep + 1}/{reps} done', file=sys.stderr)
+    return times
+
+
+def report(times: dict[str, dict[str, list[float]]], n: int) -> str:
+    """Two Markdown tables: throughput (median over reps) and ratio to raw atomic files."""
+    base = times[BASELINE]
+    speed = []
+    ratio = []
+    for name, t in times.items():
+        per_item = [f'{n / statistics.median(t[op]):,.0f}' for op in ('write', 'read', 'exists')]
+        per_call = [f'{statistics.median(t[op]) * 1e3:.2f}' for op in ('keys', 'len')]
+        speed.append([name, *per_item, *per_call])
+        ratio.append([name, *(f'{median_ratio(t[op], base[op]):.2f}x' for op in OPS)])
+    return '\n\n'.join(
+        [
+            format_table(['items/s; ms per call', 'write /s', 'read /s', 'exists /s', 'keys() ms', 'len() ms'], speed),
+            format_table(['ratio to raw atomic', 'write', 'read', 'exists', 'keys()', 'len()'], ratio),
+        ]
+    )
+
+
+def check_targets(times: dict[str, dict[str, list[float]]]) -> list[str]:
+    """One line per DirectoryStash operation: ratio, target, met or not."""
+    lines = []
+    for op in OPS:
+        r = median_ratio(times[Directory.name][op], times[BASELINE][op])
+        verdict = 'met' if r >= TARGETS[op] else 'MISSED'
+        lines.append(f'{op} {r:.2f}x (target ≥ {TARGETS[op]:.2f}x) {verdict}')
+    return lines
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(description=__doc__.split('\n\n')[0])
+    parser.add_argument(
+        '--dir',
+        action='append',
+        help='folder to measure in; repeat for several (default: /dev/shm and /tmp)',
+    )
+    parser.add_argument('--reps', type=int, default=5, help='reps per contender (default 5)')
+    parser.add_argument('--repeat', type=int, default=50, help='calls of keys()/len() per rep; minimum taken')
+    parser.add_argument('--small', type=int, default=20_000, help='number of small items (default 20000)')
+    parser.add_argument('--large', type=int, default=200, help='number of large items (default 200)')
+    parser.add_argument('--large-size', type=int, default=100_000, help='bytes per large item')
+    parser.add_argument(
+        '--contenders',
+        default=','.join(CONTENDERS),
+        help=f'comma-separated subset of: {", ".join(CONTENDERS)} (raw atomic is always included)',
+    )
+    parser.add_argument('--keep', action='store_true', help='keep the written folders')
+    args = parser.parse_args(argv)
+
+    names = [n.strip() for n in args.contenders.split(',') if n.strip()]
+    unknown = [n for n in names if n not in CONTENDERS]
+    if unknown:
+        parser.error(f'unknown contenders: {unknown}')
+    if BASELINE not in names:
+        names.insert(0, BASELINE)
+    rng = random.Random(20261127)
+    sets = []
+    if args.small:
+        items = small_items(args.small, rng)
+        size = statistics.mean(len(pickle.dumps(v, pickle.HIGHEST_PROTOCOL)) for _, v in items[:100])
+        sets.append(('small', items, f'{args.small:,} small items (~{size:.0f} B pickled)'))
+    if args.large:
+        title = f'{args.large} items of {args.large_size:,} B'
+        sets.append(('large', large_items(args.large, args.large_size, rng), title))
+
+    roots = args.dir or ['/dev/shm', '/tmp']
+    print(f'python {" ".join(sys.argv)}')
+    print(machine_note())
+    print(f'reps {args.reps}, keys()/len(): min of {args.repeat} calls; ratios: median of per-rep ratios to raw atomic')
+    all_dirs = [RunDirs(root, keep=args.keep) for root in roots]
+    try:
+        for root, dirs in zip(roots, all_dirs, strict=True):
+            for label, items, title in sets:
+                print(f'\n### {root} ({fs_type(root)}): {title}\n', flush=True)
+                times = run_set(dirs, label, items, names, args.reps, args.repeat)
+                print(report(times, len(items)))
+                if Directory.name in times:
+                    print('\nDirectoryStash: ' + '; '.join(check_targets(times)), flush=True)
+    finally:
+        # Only now: deleting files stalls creating them for every process.
+        for dirs in all_dirs:
+            dirs.remove()
+    return 0
+
+
+if __name__ == '__main__':
+    sys.exit(main())
