@@ -1,0 +1,173 @@
+"""The ``stashworks`` command: argument parsing, dispatch and error handling."""
+
+from __future__ import annotations
+
+import argparse
+import logging
+import sys
+import traceback
+from typing import Callable, NoReturn, Optional, Sequence
+
+from ..errors import StashError
+from .common import EXIT_FAILURE, EXIT_INTERRUPTED, EXIT_USAGE, CliError
+from .inspection import cmd_failures, cmd_keys, cmd_rm, cmd_show, cmd_status
+from .running import cmd_demo, cmd_run, parse_workers
+
+__all__ = ['main', 'build_parser']
+
+PROG = 'stashworks'
+DEFAULT_DEMO_OUT = 'stashworks-demo'
+DEFAULT_MAX_CHARS = 10_000
+
+
+class _Parser(argparse.ArgumentParser):
+    """An argument parser whose usage errors are one line on stderr."""
+
+    def error(self, message: str) -> NoReturn:
+        # argparse prints the whole usage first; one line naming the
+        # subcommand reads better and is easy to match in scripts.
+        sub = self.prog[len(PROG) :].strip()
+        where = f'{sub}: ' if sub else ''
+        self.exit(EXIT_USAGE, f'{PROG}: error: {where}{message} (see `{self.prog} --help`)\n')
+
+
+def _version() -> str:
+    from .. import __version__
+
+    return __version__
+
+
+def _add_batch_options(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument(
+        '--workers',
+        '-w',
+        type=parse_workers,
+        default=0,
+        metavar='N',
+        help='worker processes: N, 0 for all usable CPUs (default), -N for all but N, or a fraction such as 0.5',
+    )
+    parser.add_argument('--chunk-size', type=int, default=0, metavar='N', help='keys per chunk (default: automatic)')
+    parser.add_argument(
+        '--retry-failures', action='store_true', help='compute the keys that failed in an earlier run again'
+    )
+    parser.add_argument(
+        '--progress',
+        action=argparse.BooleanOptionalAction,
+        default=None,
+        help='show a progress bar on stderr (default: when stderr is a terminal)',
+    )
+
+
+def _add_json(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument('--json', action='store_true', help='print JSON, for scripts')
+
+
+def build_parser() -> argparse.ArgumentParser:
+    """The parser of the whole command line, one subcommand per action."""
+    parser = _Parser(
+        prog=PROG,
+        description='Parallel, resumable batch processing into a folder of items, and tools to inspect it.',
+        epilog='Run `stashworks demo` to see it work on the Python standard library.',
+    )
+    parser.add_argument('--version', action='version', version=f'%(prog)s {_version()}')
+    parser.add_argument('--verbose', '-v', action='store_true', help='log more, and show tracebacks of errors')
+    sub = parser.add_subparsers(dest='command', metavar='COMMAND', parser_class=_Parser)
+    sub.required = True
+
+    demo = sub.add_parser('demo', help='parse every .py file of the standard library in parallel, resumably')
+    demo.add_argument(
+        '--out', '-o', default=DEFAULT_DEMO_OUT, metavar='DIR', help=f'output folder (default: ./{DEFAULT_DEMO_OUT})'
+    )
+    demo.add_argument(
+        '--limit', '-n', type=int, default=None, metavar='N', help='only the first N files (sorted by path)'
+    )
+    demo.add_argument('--source', metavar='DIR', help='parse this tree instead of the standard library')
+    _add_batch_options(demo)
+    demo.set_defaults(func=cmd_demo)
+
+    run = sub.add_parser('run', help='run MODULE:FUNCTION over keys, one stored item per key')
+    run.add_argument(
+        'function', metavar='MODULE:FUNCTION', help='an importable f(key) -> value (the current folder is importable)'
+    )
+    run.add_argument(
+        '--keys',
+        '-k',
+        required=True,
+        metavar='SOURCE',
+        help='a text file with one key per line, - for stdin, or MODULE:ITERABLE',
+    )
+    run.add_argument('--out', '-o', required=True, metavar='DIR', help='the output folder (created if missing)')
+    _add_batch_options(run)
+    run.set_defaults(func=cmd_run)
+
+    status = sub.add_parser('status', help="a batch's progress: done, failed, rate, ETA, whether it runs")
+    status.add_argument('dir', metavar='DIR')
+    _add_json(status)
+    status.set_defaults(func=cmd_status)
+
+    keys = sub.add_parser('keys', help='list the keys of the stored items')
+    keys.add_argument('dir', metavar='DIR')
+    keys.add_argument('--failed', action='store_true', help='list the failed keys instead')
+    _add_json(keys)
+    keys.set_defaults(func=cmd_keys)
+
+    show = sub.add_parser('show', help='show one stored item')
+    show.add_argument('dir', metavar='DIR')
+    show.add_argument('key', metavar='KEY')
+    show.add_argument('--raw', action='store_true', help='write the stored bytes (a pickle) to stdout')
+    show.add_argument(
+        '--max-chars',
+        type=int,
+        default=DEFAULT_MAX_CHARS,
+        metavar='N',
+        help=f'cut the rendering after N characters (default {DEFAULT_MAX_CHARS}, 0 for no limit)',
+    )
+    _add_json(show)
+    show.set_defaults(func=cmd_show)
+
+    failures = sub.add_parser('failures', help='list the failed keys: error type and message')
+    failures.add_argument('dir', metavar='DIR')
+    failures.add_argument('--traceback', '-t', action='store_true', help="also show each failure's traceback")
+    failures.add_argument('--clear', action='store_true', help='delete every failure record (the keys run again)')
+    _add_json(failures)
+    failures.set_defaults(func=cmd_failures)
+
+    rm = sub.add_parser('rm', help='delete items (and their failure records) so the next run computes them again')
+    rm.add_argument('dir', metavar='DIR')
+    rm.add_argument('keys', nargs='+', metavar='KEY')
+    _add_json(rm)
+    rm.set_defaults(func=cmd_rm)
+    return parser
+
+
+def _fail(message: str, code: int) -> int:
+    # One line, whatever the message holds: scripts grep for it.
+    print(f'{PROG}: error: {" ".join(message.split())}', file=sys.stderr, flush=True)
+    return code
+
+
+def main(argv: Optional[Sequence[str]] = None) -> int:
+    """Run the command line ``argv`` (default: ``sys.argv[1:]``); return the exit status."""
+    parser = build_parser()
+    args = parser.parse_args(argv)
+    logging.basicConfig(
+        level=logging.INFO if args.verbose else logging.WARNING, format=f'{PROG}: %(levelname)s: %(message)s'
+    )
+    func: Callable[[argparse.Namespace], int] = args.func
+    try:
+        return func(args)
+    except KeyboardInterrupt:
+        print(f'{PROG}: interrupted', file=sys.stderr, flush=True)
+        return EXIT_INTERRUPTED
+    except BrokenPipeError:
+        # `stashworks keys DIR | head`: the reader left; that is not an error.
+        sys.stderr.close()
+        return 0
+    except CliError as exc:
+        if args.verbose:
+            traceback.print_exc()
+        return _fail(str(exc), exc.exit_code)
+    except (StashError, OSError) as exc:
+        if args.verbose:
+            traceback.print_exc()
+        return _fail(f'{exc}' if isinstance(exc, StashError) else f'{type(exc).__name__}: {exc}', EXIT_FAILURE)
