@@ -7,6 +7,7 @@ filled in parallel by :class:`MultiProcessStash`.
 from __future__ import annotations
 
 from .compose import SortedStash, UnionStash
+from .dealloc import Deallocatable, dealloc
 from .directory import DirectoryStash
 from .errors import (
     BatchError,
@@ -22,6 +23,7 @@ from .errors import (
 from .factory import CacheStash, FactoryStash, OneShotFactoryStash
 from .increment import IncrementKeyDirectoryStash
 from .memory import DictionaryStash
+from .persisted import PersistableContainer, PersistedWork, persisted
 from .serial import DillSerializer, JsonSerializer, PickleSerializer, Serializer
 from .shelf import ShelveStash
 from .stash import (
@@ -44,6 +46,7 @@ __all__ = [
     'BatchError',
     'CacheStash',
     'CloseableStash',
+    'Deallocatable',
     'DelegateStash',
     'DictionaryStash',
     'DillSerializer',
@@ -54,6 +57,8 @@ __all__ = [
     'KeyLimitStash',
     'OneShotFactoryStash',
     'PersistError',
+    'PersistableContainer',
+    'PersistedWork',
     'PickleSerializer',
     'PreemptiveStash',
     'PrimablePreemptiveStash',
@@ -72,4 +77,6 @@ __all__ = [
     'StashReadOnlyError',
     'StashWriteError',
     'UnionStash',
+    'dealloc',
+    'persisted',
 ]
