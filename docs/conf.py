@@ -7,6 +7,7 @@ Build with warnings as errors, as CI does::
 
 from __future__ import annotations
 
+import importlib
 import pkgutil
 import sys
 from pathlib import Path
@@ -111,9 +112,12 @@ class StashworksModules(Directive):
         lines = StringList()
         source = self.state.document.current_source or 'api'
         for name in public_modules():
+            # A package only re-exports what its modules define: show its
+            # docstring, and document each object once, where it is defined.
+            options = ['   :no-members:'] if hasattr(importlib.import_module(name), '__path__') else []
             # The page is Markdown, so the nested content is MyST too; autodoc
             # writes reStructuredText, hence the eval-rst block.
-            for line in (f'## {name}', '', '```{eval-rst}', f'.. automodule:: {name}', '```', ''):
+            for line in (f'## {name}', '', '```{eval-rst}', f'.. automodule:: {name}', *options, '```', ''):
                 lines.append(line, source)
         container = nodes.section()
         container.document = self.state.document
@@ -122,31 +126,35 @@ class StashworksModules(Directive):
 
 
 def resolve_package_alias(app: Any, env: Any, node: Any, contnode: Any) -> Any:
-    """Resolve ``stashworks.Name`` to where ``Name`` is documented.
+    """Resolve a name re-exported by a package to where it is documented.
 
-    Docstrings refer to the public names users import
-    (:class:`stashworks.DirectoryStash`); the API reference documents each
-    object in its own module (``stashworks.directory.DirectoryStash``).
+    Docstrings refer to the names users import (``stashworks.DirectoryStash``,
+    ``stashworks.multi.Chunk``); the API reference documents each object in
+    the module that defines it (``stashworks.directory.DirectoryStash``).
     """
     if node.get('refdomain') != 'py':
         return None
-    target = node.get('reftarget', '')
-    parts = target.split('.')
+    parts = node.get('reftarget', '').split('.')
     if len(parts) < 2 or parts[0] != 'stashworks':
         return None
-    # ``stashworks.Name`` or ``stashworks.Name.attribute``.
-    obj = getattr(stashworks, parts[1], None)
-    module = getattr(obj, '__module__', None)
-    if obj is None or not module or module == 'stashworks':
-        return None
-    qualname = getattr(obj, '__qualname__', parts[1])
-    new_target = '.'.join([module, qualname, *parts[2:]])
-    domain = env.get_domain('py')
-    return domain.resolve_xref(env, node['refdoc'], app.builder, node['reftype'], new_target, node, contnode)
+    # The longest importable module prefix, then the object named after it.
+    for cut in range(len(parts) - 1, 0, -1):
+        try:
+            module = importlib.import_module('.'.join(parts[:cut]))
+        except ImportError:
+            continue
+        obj = getattr(module, parts[cut], None)
+        home = getattr(obj, '__module__', None)
+        if obj is None or not home or home == module.__name__:
+            return None
+        qualname = getattr(obj, '__qualname__', parts[cut])
+        target = '.'.join([home, qualname, *parts[cut + 1 :]])
+        domain = env.get_domain('py')
+        return domain.resolve_xref(env, node['refdoc'], app.builder, node['reftype'], target, node, contnode)
+    return None
 
 
 def setup(app: Any) -> dict[str, Any]:
     app.add_directive('stashworks-modules', StashworksModules)
     app.connect('missing-reference', resolve_package_alias)
     return {'parallel_read_safe': True}
-
