@@ -21,6 +21,7 @@ import functools
 import inspect
 import logging
 import os
+import sys
 import time
 import weakref
 from copy import copy
@@ -48,7 +49,9 @@ _VALUE_SUFFIX = ':value'
 
 def _value_key(attr: str) -> str:
     """The instance ``__dict__`` key holding the value of the work stored in ``attr``."""
-    return attr + _VALUE_SUFFIX
+    # Interned, so the key the hit path looks up is the very object stored in
+    # the dict and the lookup ends at an identity check, not a string compare.
+    return sys.intern(attr + _VALUE_SUFFIX)
 
 
 class PersistedWork(Deallocatable):
@@ -429,9 +432,15 @@ class PersistableContainer(Deallocatable):
         return state
 
     def __setstate__(self, state: dict[str, Any]) -> None:
-        self.__dict__.update(state)
         for work in _works(state):
             work.owner = self
+            if work._varname is not None:
+                # Unpickled strings are not interned: re-key the value under
+                # the interned key so cache hits stay an identity check.
+                key = work._varname = sys.intern(work._varname)
+                if key in state:
+                    state[key] = state.pop(key)
+        self.__dict__.update(state)
 
     def _clear_persistable_state(self) -> None:
         """Clear every :class:`PersistedWork` of this instance (including their files)."""
