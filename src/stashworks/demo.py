@@ -98,8 +98,9 @@ def file_record(root: PathLike, key: str) -> dict[str, Any]:
     path = Path(root) / key
     data = path.read_bytes()
     # Both work on bytes so each honours the file's encoding declaration.
-    tokens = list(tokenize.tokenize(io.BytesIO(data).readline))
+    # The parser goes first: its SyntaxError names the file and line.
     tree = ast.parse(data, filename=str(path))
+    tokens = list(tokenize.tokenize(io.BytesIO(data).readline))
     lines = data.splitlines()
     return {
         'path': key,
