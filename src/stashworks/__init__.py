@@ -6,6 +6,8 @@ filled in parallel by :class:`MultiProcessStash`.
 
 from __future__ import annotations
 
+from typing import TYPE_CHECKING, Any
+
 from .compose import SortedStash, UnionStash
 from .dealloc import Deallocatable, dealloc
 from .directory import DirectoryStash
@@ -39,6 +41,9 @@ from .stash import (
     Stash,
 )
 
+if TYPE_CHECKING:
+    from .multi.dask import DaskExecutor
+
 __version__ = '0.1.0'
 
 __all__ = [
@@ -46,6 +51,7 @@ __all__ = [
     'BatchError',
     'CacheStash',
     'CloseableStash',
+    'DaskExecutor',
     'Deallocatable',
     'DelegateStash',
     'DictionaryStash',
@@ -80,3 +86,13 @@ __all__ = [
     'dealloc',
     'persisted',
 ]
+
+
+def __getattr__(name: str) -> Any:
+    # DaskExecutor is imported on first use: importing distributed costs
+    # about a second and it is an optional extra ('stashworks[dask]').
+    if name == 'DaskExecutor':
+        from .multi.dask import DaskExecutor
+
+        return DaskExecutor
+    raise AttributeError(f'module {__name__!r} has no attribute {name!r}')
