@@ -374,6 +374,12 @@ def main(argv: Sequence[str] | None = None) -> int:
         help='folder to measure in; repeat for several (default: /dev/shm and /tmp)',
     )
     parser.add_argument('--reps', type=int, default=5, help='reps per contender (default 5)')
+    parser.add_argument(
+        '--large-reps',
+        type=int,
+        default=15,
+        help='reps for the large items (default 15: a trial takes ~0.1 s, so one sample is mostly noise)',
+    )
     parser.add_argument('--repeat', type=int, default=50, help='calls of keys()/len() per rep; minimum taken')
     parser.add_argument('--small', type=int, default=20_000, help='number of small items (default 20000)')
     parser.add_argument('--large', type=int, default=200, help='number of large items (default 200)')
@@ -397,21 +403,21 @@ def main(argv: Sequence[str] | None = None) -> int:
     if args.small:
         items = small_items(args.small, rng)
         size = statistics.mean(len(pickle.dumps(v, pickle.HIGHEST_PROTOCOL)) for _, v in items[:100])
-        sets.append(('small', items, f'{args.small:,} small items (~{size:.0f} B pickled)'))
+        sets.append(('small', items, f'{args.small:,} small items (~{size:.0f} B pickled)', args.reps))
     if args.large:
         title = f'{args.large} items of {args.large_size:,} B'
-        sets.append(('large', large_items(args.large, args.large_size, rng), title))
+        sets.append(('large', large_items(args.large, args.large_size, rng), title, args.large_reps))
 
     roots = args.dir or ['/dev/shm', '/tmp']
     print(f'python {" ".join(sys.argv)}')
     print(machine_note())
-    print(f'reps {args.reps}, keys()/len(): min of {args.repeat} calls; ratios: median of per-rep ratios to raw atomic')
+    print(f'keys()/len(): min of {args.repeat} calls per rep; ratios: median of per-rep ratios to raw atomic')
     all_dirs = [RunDirs(root, keep=args.keep) for root in roots]
     try:
         for root, dirs in zip(roots, all_dirs, strict=True):
-            for label, items, title in sets:
-                print(f'\n### {root} ({fs_type(root)}): {title}\n', flush=True)
-                times = run_set(dirs, label, items, names, args.reps, args.repeat)
+            for label, items, title, reps in sets:
+                print(f'\n### {root} ({fs_type(root)}): {title}, {reps} reps\n', flush=True)
+                times = run_set(dirs, label, items, names, reps, args.repeat)
                 print(report(times, len(items)))
                 if Directory.name in times:
                     print('\nDirectoryStash: ' + '; '.join(check_targets(times)), flush=True)

@@ -2,13 +2,12 @@
 
 from __future__ import annotations
 
+import itertools
 import os
-import threading
 import uuid
-from pathlib import Path
-from typing import IO, Callable
+from typing import IO, Callable, Union
 
-__all__ = ['TEMP_PREFIX', 'TEMP_SUFFIX', 'atomic_write', 'is_temp_name']
+__all__ = ['TEMP_PREFIX', 'TEMP_SUFFIX', 'atomic_write', 'is_temp_name', 'temp_name']
 
 #: Temp files start with this prefix and end with :data:`TEMP_SUFFIX`; no
 #: key a :class:`~stashworks.DirectoryStash` encodes ever produces such a
@@ -22,14 +21,35 @@ def is_temp_name(name: str) -> bool:
     return name.startswith(TEMP_PREFIX) and name.endswith(TEMP_SUFFIX)
 
 
-def _temp_path(path: Path) -> Path:
-    # uuid + pid + thread: unique across processes, threads and hosts that
-    # share the directory.
-    token = f'{uuid.uuid4().hex[:12]}-{os.getpid()}-{threading.get_ident()}'
-    return path.with_name(f'{TEMP_PREFIX}{token}{TEMP_SUFFIX}')
+def _new_token() -> str:
+    # A random part (hosts sharing the directory) and the pid (processes on
+    # this host); a fresh uuid per write would cost more than the rename.
+    return f'{uuid.uuid4().hex[:12]}-{os.getpid()}-'
 
 
-def atomic_write(path: Path, write: Callable[[IO[bytes]], None], fsync: bool = False) -> None:
+_token = _new_token()
+# next() on an itertools.count is atomic under the GIL, so threads never
+# draw the same number.
+_counter = itertools.count()
+
+
+def _reset_after_fork() -> None:
+    global _token, _counter
+    _token = _new_token()
+    _counter = itertools.count()
+
+
+if hasattr(os, 'register_at_fork'):
+    # A forked child inherits the token and the counter; give it its own.
+    os.register_at_fork(after_in_child=_reset_after_fork)
+
+
+def temp_name() -> str:
+    """A new temp file name, unique across threads, processes and hosts."""
+    return f'{TEMP_PREFIX}{_token}{next(_counter)}{TEMP_SUFFIX}'
+
+
+def atomic_write(path: Union[str, 'os.PathLike[str]'], write: Callable[[IO[bytes]], None], fsync: bool = False) -> None:
     """Write ``path`` atomically.
 
     ``write`` is called with a binary file object opened on a temp file in
@@ -44,13 +64,18 @@ def atomic_write(path: Path, write: Callable[[IO[bytes]], None], fsync: bool = F
         fsync: also ``fsync`` the data before the rename (survives power
             loss, costs a disk flush per write).
     """
-    tmp = _temp_path(path)
+    path = os.fspath(path)
+    # The temp goes next to the file (same file system, so the rename is
+    # atomic); rpartition keeps an absolute or bare name as it is.
+    head, sep, _ = path.rpartition(os.sep)
+    tmp = f'{head}{sep}{temp_name()}'
     try:
         with open(tmp, 'xb') as fh:
             write(fh)
-            fh.flush()
             if fsync:
+                fh.flush()
                 os.fsync(fh.fileno())
+        # Closing flushed the data; a failed flush raised above.
         os.replace(tmp, path)
     except BaseException:
         # BaseException: a KeyboardInterrupt mid-write must not leave a temp.

@@ -6,6 +6,7 @@ import hashlib
 import logging
 import os
 import re
+import stat
 from pathlib import Path
 from typing import IO, Any, Iterator, Optional, Union
 
@@ -22,7 +23,8 @@ logger = logging.getLogger(__name__)
 # as %XX of its UTF-8 bytes.  '~' and '%' are never plain, which keeps the
 # long-key names ('~' + sha256) and temp names ('.~sw-...') apart from
 # every encoded key.
-_PLAIN = re.compile(r'[A-Za-z0-9_\-][A-Za-z0-9_.\-]*\Z')
+_PLAIN_RE = r'[A-Za-z0-9_\-][A-Za-z0-9_.\-]*'
+_PLAIN = re.compile(_PLAIN_RE + r'\Z')
 _UNSAFE = re.compile(r'[^A-Za-z0-9_.\-]')
 _LONG = re.compile(r'~[0-9a-f]{64}\Z')
 _EMPTY = '%'  # '%' alone is no valid escape, so it can stand for ''
@@ -104,10 +106,32 @@ class DirectoryStash(CloseableStash):
         self._prefix, self._suffix = pattern.split('{name}')
         if self._prefix.startswith(TEMP_PREFIX):
             raise ValueError(f'pattern may not start with {TEMP_PREFIX!r}: {pattern!r}')
+        # The longest plain key whose file name needs no hashing.
+        self._plain_max = _MAX_NAME - len((self._prefix + self._suffix).encode('utf-8'))
+        # Matches a whole listing joined by '/' (which no file name holds)
+        # when every name is an item file with a plain key: one regex pass
+        # instead of a filter, a slice and a match per name.
+        item = re.escape(self._prefix) + _PLAIN_RE + re.escape(self._suffix)
+        self._all_plain = re.compile(f'{item}(?:/{item})*\\Z')
+
+    @property
+    def path(self) -> Path:
+        """The directory that holds the items."""
+        return self._path
+
+    @path.setter
+    def path(self, path: Union[str, 'os.PathLike[str]']) -> None:
+        self._path = Path(path)
+        # Item paths are built as plain strings: a Path per call costs more
+        # than the stat that exists() makes.
+        self._dir = os.path.join(self._path, '')
 
     # -- names -------------------------------------------------------------
 
     def _file_name(self, key: str) -> str:
+        if len(key) <= self._plain_max and _PLAIN.match(key):
+            # Most keys: nothing to escape, nothing to hash.
+            return self._prefix + key + self._suffix
         name = self._prefix + encode_key(key) + self._suffix
         if len(name.encode('utf-8')) > _MAX_NAME:
             digest = hashlib.sha256(key.encode('utf-8', 'surrogatepass')).hexdigest()
@@ -116,7 +140,13 @@ class DirectoryStash(CloseableStash):
 
     def key_to_path(self, key: str) -> Path:
         """The file that holds (or would hold) the item ``key``."""
-        return self.path / self._file_name(check_key(key, self))
+        return Path(self._item_path(key))
+
+    def _item_path(self, key: str) -> str:
+        """:meth:`key_to_path` as a ``str``, for the hot paths."""
+        if not isinstance(key, str):
+            check_key(key, self)
+        return self._dir + self._file_name(key)
 
     def _long_key(self, name: str) -> Optional[str]:
         """The key of a long-key file, read from its sidecar."""
@@ -125,43 +155,63 @@ class DirectoryStash(CloseableStash):
         except (OSError, UnicodeDecodeError):
             return None
 
-    def _iter_names(self) -> Iterator[tuple[str, str]]:
-        """Yield ``(file name, key)`` for every item file, with one scandir."""
+    def _listdir(self) -> list[str]:
+        """Every file name in the directory; none if it does not exist yet."""
+        try:
+            # listdir, not scandir: only names are needed, and a DirEntry
+            # per file costs more than the name alone.
+            return os.listdir(self._path)
+        except FileNotFoundError:
+            return []
+
+    def _only_plain_items(self, names: list[str]) -> bool:
+        """Whether every one of ``names`` is an item file with a plain key (the usual case)."""
+        return not names or self._all_plain.match('/'.join(names)) is not None
+
+    def _iter_names(self, names: Optional[list[str]] = None) -> Iterator[tuple[str, str]]:
+        """Yield ``(file name, key)`` for every item file among ``names`` (default: a fresh listing)."""
         prefix, suffix = self._prefix, self._suffix
         start, stop = len(prefix), -len(suffix) or None
-        try:
-            it = os.scandir(self.path)
-        except FileNotFoundError:
-            return
-        with it:
-            for entry in it:
-                name = entry.name
-                if not (name.startswith(prefix) and name.endswith(suffix)):
-                    continue
-                enc = name[start:stop]
-                if _PLAIN.match(enc):
-                    yield name, enc
-                    continue
-                if _LONG.match(enc):
-                    key = self._long_key(name)
-                else:
-                    key = decode_name(enc)
-                if key is not None:
-                    yield name, key
+        for name in self._listdir() if names is None else names:
+            if not (name.startswith(prefix) and name.endswith(suffix)):
+                continue
+            enc = name[start:stop]
+            if _PLAIN.match(enc):
+                yield name, enc
+                continue
+            if _LONG.match(enc):
+                key = self._long_key(name)
+            else:
+                key = decode_name(enc)
+            if key is not None:
+                yield name, key
 
     # -- Stash -------------------------------------------------------------
 
     def keys(self) -> list[str]:
-        return [key for _, key in self._iter_names()]
+        names = self._listdir()
+        if self._only_plain_items(names):
+            start, stop = len(self._prefix), -len(self._suffix) or None
+            return [name[start:stop] for name in names]
+        return [key for _, key in self._iter_names(names)]
 
     def __len__(self) -> int:
-        return sum(1 for _ in self._iter_names())
+        # Counts exactly what keys() lists, without building the list.
+        names = self._listdir()
+        if self._only_plain_items(names):
+            return len(names)
+        return sum(1 for _ in self._iter_names(names))
 
     def exists(self, key: str) -> bool:
-        return os.path.isfile(self.key_to_path(key))
+        # One stat, as os.path.isfile does, without its extra call layer.
+        try:
+            st = os.stat(self._item_path(key))
+        except (OSError, ValueError):
+            return False
+        return stat.S_ISREG(st.st_mode)
 
     def load(self, key: str) -> Any:
-        path = self.key_to_path(key)
+        path = self._item_path(key)
         try:
             fh = open(path, 'rb')
         except (FileNotFoundError, NotADirectoryError):
@@ -176,12 +226,13 @@ class DirectoryStash(CloseableStash):
                 ) from exc
 
     def dump(self, key: str, value: Any) -> None:
-        path = self.key_to_path(key)
-        if _LONG.match(path.name[len(self._prefix) : -len(self._suffix) or None]):
-            self._write(key, path.with_name(path.name + _LONG_KEY_SUFFIX), key.encode('utf-8', 'surrogatepass'), raw=True)
+        path = self._item_path(key)
+        # Only a hashed name has '~' right after the prefix; encoded keys escape it.
+        if path.startswith('~', len(self._dir) + len(self._prefix)):
+            self._write(key, path + _LONG_KEY_SUFFIX, key.encode('utf-8', 'surrogatepass'), raw=True)
         self._write(key, path, value)
 
-    def _write(self, key: str, path: Path, value: Any, raw: bool = False) -> None:
+    def _write(self, key: str, path: str, value: Any, raw: bool = False) -> None:
         def write(fh: IO[bytes]) -> None:
             if raw:
                 fh.write(value)
