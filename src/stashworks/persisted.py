@@ -170,7 +170,7 @@ class PersistedWork(Deallocatable):
         if self._deallocated:
             raise PersistError(f'{self!r} was deallocated and cannot be used')
         if self.owner is None:
-            raise PersistError(f'{self!r} has no owner (restore it with PersistableContainer or set .owner)')
+            raise PersistError(f'{self!r} has no owner to cache in (set its .owner)')
         try:
             return cast(dict[str, Any], self.owner.__dict__)
         except AttributeError:
@@ -374,11 +374,10 @@ class PersistedWork(Deallocatable):
     # -- pickling ------------------------------------------------------------
 
     def __getstate__(self) -> dict[str, Any]:
-        # The owner is restored by PersistableContainer.__setstate__ (or by
-        # the decorated method on first use); the worker is often a closure
-        # or bound method that should not travel with the state.
+        # The owner stays: pickled with its owner it is only a back-reference,
+        # and a work that forgot its owner could not clear the owner's value.
+        # The worker is often a closure or bound method that cannot travel.
         state = copy(self.__dict__)
-        state['owner'] = None
         state['worker'] = None
         return state
 
@@ -391,10 +390,12 @@ class PersistedWork(Deallocatable):
 class PersistableContainer(Deallocatable):
     """A base for classes whose instances hold :class:`PersistedWork` and are pickled.
 
-    Pickling drops the value of every transient work and detaches each work
-    from its owner; unpickling re-attaches them, so the cached values that
-    did travel are used as they are.  :meth:`deallocate` deallocates every
-    work (and through it, every cached value that is :class:`Deallocatable`).
+    Pickling (and :func:`copy.deepcopy`) leaves out the value of every
+    transient work, so it is computed again (or read from its file) after
+    unpickling; the other cached values travel and are used as they are.
+    Unpickling makes the new instance the owner of each work.
+    :meth:`deallocate` deallocates every work, and through it every cached
+    value that is :class:`Deallocatable`.
 
     Class attributes tune pickling (each a collection of attribute names):
 
@@ -545,7 +546,7 @@ def persisted(
                 )
             elif work.owner is not obj:
                 if work.owner is None and not work._deallocated:
-                    # Unpickled without PersistableContainer: this is its owner.
+                    # Made without an owner: the instance it is found in is it.
                     work.owner = obj
                 elif work.owner is not None:
                     # A shallow copy of the owner shares the work object; give
