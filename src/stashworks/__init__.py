@@ -25,6 +25,15 @@ from .errors import (
 from .factory import CacheStash, FactoryStash, OneShotFactoryStash
 from .increment import IncrementKeyDirectoryStash
 from .memory import DictionaryStash
+from .multi import (
+    BatchEvent,
+    BatchResult,
+    FailureRecord,
+    LocalPoolExecutor,
+    MultiProcessFactoryStash,
+    MultiProcessStash,
+    SerialExecutor,
+)
 from .persisted import PersistableContainer, PersistedWork, persisted
 from .serial import DillSerializer, JsonSerializer, PickleSerializer, Serializer
 from .shelf import ShelveStash
@@ -49,6 +58,8 @@ __version__ = '0.1.0'
 __all__ = [
     'MISSING',
     'BatchError',
+    'BatchEvent',
+    'BatchResult',
     'CacheStash',
     'CloseableStash',
     'DaskExecutor',
@@ -58,9 +69,13 @@ __all__ = [
     'DillSerializer',
     'DirectoryStash',
     'FactoryStash',
+    'FailureRecord',
     'IncrementKeyDirectoryStash',
     'JsonSerializer',
     'KeyLimitStash',
+    'LocalPoolExecutor',
+    'MultiProcessFactoryStash',
+    'MultiProcessStash',
     'OneShotFactoryStash',
     'PersistError',
     'PersistableContainer',
@@ -71,6 +86,7 @@ __all__ = [
     'PrimeablePreemptiveStash',
     'PrimeableStash',
     'ReadOnlyStash',
+    'SerialExecutor',
     'SerializationError',
     'Serializer',
     'ShelveStash',

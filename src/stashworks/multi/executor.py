@@ -31,6 +31,10 @@ class Chunk:
     keys: tuple[str, ...]
     #: how many times these keys were already sent to a worker that died
     attempt: int = 0
+    #: the work units behind ``keys``, in the same order, when they are not
+    #: the keys themselves (the subclass form of
+    #: :class:`~stashworks.MultiProcessStash`); ``None`` otherwise
+    payload: Optional[tuple[object, ...]] = field(default=None, compare=False, repr=False)
 
 
 @dataclass(frozen=True)

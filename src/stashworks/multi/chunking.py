@@ -1,0 +1,60 @@
+"""Chunk sizes: many items per chunk when they are tiny, few when slow.
+
+A chunk is the unit of work a worker takes at a time.  Big chunks mean
+little inter-process traffic per item; small chunks spread slow items
+over the workers and keep them all busy near the end of the batch.  With
+an automatic size, the first chunks are small; the time per item measured
+from their reports then sizes later chunks to take about
+:attr:`Chunker.target` seconds each, never more than a share of what is
+left (``remaining / (workers * 4)``), so chunks shrink towards the end.
+"""
+
+from __future__ import annotations
+
+__all__ = ['Chunker']
+
+
+class Chunker:
+    """Decides the size of each next chunk.
+
+    Args:
+        chunk_size: a fixed size, or ``0`` for automatic.
+        workers: how many workers share the batch.
+        target: seconds an automatic chunk should take.
+        first: the size of chunks sent before any timing is known.
+    """
+
+    def __init__(self, chunk_size: int, workers: int, target: float = 0.5, first: int = 2) -> None:
+        if chunk_size < 0:
+            raise ValueError(f'chunk_size must be >= 0 (0 for automatic), not {chunk_size}')
+        self.chunk_size = chunk_size
+        self.workers = max(1, workers)
+        self.target = target
+        self.first = first
+        #: seconds per item, a moving average of what the reports said
+        self.per_item: float | None = None
+
+    @property
+    def automatic(self) -> bool:
+        """Whether sizes adapt to measured times."""
+        return self.chunk_size == 0
+
+    def observe(self, items: int, elapsed: float) -> None:
+        """Learn from a finished chunk of ``items`` that took ``elapsed`` s."""
+        if items <= 0 or elapsed < 0:
+            return
+        t = elapsed / items
+        # Weighted towards recent chunks; the first ones pay for imports.
+        self.per_item = t if self.per_item is None else 0.5 * self.per_item + 0.5 * t
+
+    def next_size(self, remaining: int) -> int:
+        """The size of the next chunk, given ``remaining`` unsent keys."""
+        if remaining <= 0:
+            return 0
+        if not self.automatic:
+            return min(self.chunk_size, remaining)
+        bound = max(1, remaining // (self.workers * 4))
+        if self.per_item is None:
+            return min(self.first, bound)
+        wanted = int(self.target / self.per_item) if self.per_item > 0 else bound
+        return max(1, min(wanted, bound))

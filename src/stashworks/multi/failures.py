@@ -1,0 +1,196 @@
+"""Failure records: an item that could not be computed is data, not a crash.
+
+A batch writes one :class:`FailureRecord` per failed key into a side store
+next to its delegate (for ``DirectoryStash(out)``:
+``out/.stashworks/failures/<encoded key>.json``, one JSON object each), so
+the command line and other tools can read them without importing the job.
+"""
+
+from __future__ import annotations
+
+import datetime as _dt
+import os
+import socket
+import traceback as _tb
+from dataclasses import asdict, dataclass, fields
+from pathlib import Path
+from typing import Any, Iterable, Optional, Union
+
+from ..directory import DirectoryStash
+from ..errors import StashCorruptError, StashKeyError
+from ..serial import JsonSerializer
+from ..stash import ReadOnlyStash, Stash, check_key
+
+__all__ = ['FailureRecord', 'FailureStash', 'ReadOnlyFailures', 'MemoryFailureStash', 'utc_now']
+
+#: Name of the directory, inside a delegate's directory, that holds the
+#: batch's own files (failures, status).
+STATE_DIR = '.stashworks'
+
+
+def utc_now() -> str:
+    """The current time as an ISO 8601 UTC string (second precision)."""
+    return _dt.datetime.now(_dt.timezone.utc).isoformat(timespec='seconds')
+
+
+@dataclass
+class FailureRecord:
+    """Why one key could not be computed.
+
+    Attributes:
+        key: the item's key.
+        error_type: the exception's class name, or ``'WorkerDied'`` when the
+            worker process died on this key.
+        message: the exception's message (or how the worker died).
+        traceback: the formatted traceback text ('' for a dead worker).
+        worker: which worker ran it (host:pid, or a cluster address).
+        pid: the worker's process id (0 if unknown).
+        time: when it failed, ISO 8601 UTC.
+        attempts: how many times the key was tried.
+    """
+
+    key: str
+    error_type: str
+    message: str
+    traceback: str = ''
+    worker: str = ''
+    pid: int = 0
+    time: str = ''
+    attempts: int = 1
+
+    @classmethod
+    def from_exception(cls, key: str, exc: BaseException, attempts: int = 1) -> 'FailureRecord':
+        """Build the record of ``exc`` raised while computing ``key`` here."""
+        return cls(
+            key=key,
+            error_type=type(exc).__name__,
+            message=str(exc),
+            traceback=''.join(_tb.format_exception(type(exc), exc, exc.__traceback__)),
+            worker=f'{socket.gethostname()}:{os.getpid()}',
+            pid=os.getpid(),
+            time=utc_now(),
+            attempts=attempts,
+        )
+
+    def to_dict(self) -> dict[str, Any]:
+        """The record as a JSON-ready ``dict``."""
+        return asdict(self)
+
+    @classmethod
+    def from_dict(cls, data: dict[str, Any]) -> 'FailureRecord':
+        """Rebuild a record from :meth:`to_dict` output; unknown fields are ignored."""
+        names = {f.name for f in fields(cls)}
+        return cls(**{k: v for k, v in data.items() if k in names})
+
+    def __str__(self) -> str:
+        return f'{self.key!r}: {self.error_type}: {self.message}'
+
+
+class FailureStash(Stash):
+    """The failure records of a batch, one JSON file per key.
+
+    ``load`` returns a :class:`FailureRecord`; ``dump`` takes one (or a
+    ``dict`` with its fields).  Keys are the failed items' keys.
+
+    Args:
+        path: the directory (usually ``<delegate dir>/.stashworks/failures``).
+    """
+
+    def __init__(self, path: Union[str, 'os.PathLike[str]']) -> None:
+        self.path = Path(path)
+        self._files = DirectoryStash(self.path, pattern='{name}.json', serializer=JsonSerializer())
+
+    @classmethod
+    def beside(cls, directory: Union[str, 'os.PathLike[str]']) -> 'FailureStash':
+        """The failure store of a batch whose items live in ``directory``."""
+        return cls(Path(directory) / STATE_DIR / 'failures')
+
+    def load(self, key: str) -> FailureRecord:
+        data = self._files.load(key)
+        if not isinstance(data, dict):
+            raise StashCorruptError(
+                f'failure record {key!r} in {self._files.key_to_path(key)} is not a JSON object'
+            )
+        return FailureRecord.from_dict(data)
+
+    def dump(self, key: str, value: Any) -> None:
+        record = value.to_dict() if isinstance(value, FailureRecord) else dict(value)
+        self._files.dump(key, record)
+
+    def delete(self, key: str) -> None:
+        self._files.delete(key)
+
+    def keys(self) -> list[str]:
+        return self._files.keys()
+
+    def exists(self, key: str) -> bool:
+        return self._files.exists(key)
+
+    def __len__(self) -> int:
+        return len(self._files)
+
+    def __repr__(self) -> str:
+        return f"{type(self).__name__}('{self.path}')"
+
+
+class MemoryFailureStash(Stash):
+    """Failure records kept in memory, for delegates that have no directory.
+
+    Only the :class:`~stashworks.multi.SerialExecutor` can use it: worker
+    processes cannot write to the parent's memory.
+    """
+
+    def __init__(self) -> None:
+        self.data: dict[str, FailureRecord] = {}
+
+    def load(self, key: str) -> FailureRecord:
+        try:
+            return self.data[key]
+        except KeyError:
+            raise self.missing_error(key) from None
+
+    def dump(self, key: str, value: Any) -> None:
+        self.data[check_key(key, self)] = value if isinstance(value, FailureRecord) else FailureRecord.from_dict(value)
+
+    def delete(self, key: str) -> None:
+        self.data.pop(key, None)
+
+    def keys(self) -> list[str]:
+        return list(self.data)
+
+    def exists(self, key: str) -> bool:
+        return key in self.data
+
+
+class ReadOnlyFailures(ReadOnlyStash):
+    """A read-only view of a batch's failure records (``stash.failures``).
+
+    Args:
+        store: the failure store it shows.
+    """
+
+    def __init__(self, store: Stash) -> None:
+        self.store = store
+
+    def load(self, key: str) -> FailureRecord:
+        try:
+            return self.store.load(key)
+        except StashKeyError:
+            raise self.missing_error(key) from None
+
+    def keys(self) -> Iterable[str]:
+        return self.store.keys()
+
+    def exists(self, key: str) -> bool:
+        return self.store.exists(key)
+
+    def __len__(self) -> int:
+        return len(self.store)
+
+    def __repr__(self) -> str:
+        return f'{type(self).__name__}({self.store!r})'
+
+
+def failure_count(store: Optional[Stash]) -> int:
+    """How many failures ``store`` holds (0 for none)."""
+    return 0 if store is None else len(store)

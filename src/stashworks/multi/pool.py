@@ -1,0 +1,457 @@
+"""The local process pool: one process per worker, each with its own pipes.
+
+``multiprocessing.Pool`` hangs forever when a worker is killed, and
+``ProcessPoolExecutor`` fails every pending task; neither says which task
+killed its worker.  This small pool does.  Each worker is one
+``multiprocess`` process with a task pipe and a result pipe.  The parent
+waits (``multiprocess.connection.wait``) on every result pipe *and* every
+process sentinel, so it sees a death at once and knows which chunk that
+worker held: that chunk is reported lost, the chunks still queued at the
+worker go to others, and a fresh worker takes its place.
+
+Workers stream an :class:`~stashworks.multi.executor.ItemEvent` per item
+(so the progress bar moves within a chunk) and a
+:class:`~stashworks.multi.executor.ChunkReport` at each chunk's end.  They
+ignore SIGINT (only the parent decides to stop), end on SIGTERM with a
+clean ``SystemExit`` (an interrupted atomic write removes its temp file),
+and end by themselves when the parent dies (``PR_SET_PDEATHSIG`` on
+Linux, plus a parent check between items and while idle).
+"""
+
+from __future__ import annotations
+
+import ctypes
+import logging
+import os
+import queue
+import signal
+import sys
+import threading
+import time
+import traceback
+from collections import deque
+from types import FrameType
+from typing import TYPE_CHECKING, Any, Iterator, Optional
+
+import dill
+import multiprocess
+from multiprocess.connection import wait
+
+from .executor import Chunk, ChunkReport, Executor, ExecutorError, ItemEvent, Report
+
+if TYPE_CHECKING:
+    from .job import Job
+
+__all__ = ['LocalPoolExecutor', 'exit_reason']
+
+logger = logging.getLogger(__name__)
+
+#: Exit code of a worker that noticed its parent is gone.
+ORPHAN_EXIT = 70
+#: Workers that die before they are ready, in a row, before giving up.
+MAX_START_FAILURES = 3
+_PR_SET_PDEATHSIG = 1
+
+
+def exit_reason(exitcode: Optional[int]) -> str:
+    """Describe a process exit code: ``'killed by signal 9 (SIGKILL)'``, ``'exit code 3'``."""
+    if exitcode is None:
+        return 'still running'
+    if exitcode < 0:
+        try:
+            name = signal.Signals(-exitcode).name
+        except ValueError:
+            name = 'unknown signal'
+        return f'killed by signal {-exitcode} ({name})'
+    return f'exit code {exitcode}'
+
+
+# -- the worker side ---------------------------------------------------------
+
+
+def _set_pdeathsig() -> None:
+    """Ask Linux to send SIGTERM to this process when its parent dies."""
+    if not sys.platform.startswith('linux'):
+        return
+    try:
+        libc = ctypes.CDLL(None, use_errno=True)
+        libc.prctl(_PR_SET_PDEATHSIG, signal.SIGTERM, 0, 0, 0)
+    except (OSError, AttributeError):
+        # No prctl: the parent checks below still end an orphan.
+        pass
+
+
+def _on_sigterm(signum: int, frame: Optional[FrameType]) -> None:
+    # SystemExit, not an Exception: no job records it as an item failure,
+    # and atomic_write removes its temp file on the way out.
+    raise SystemExit(128 + signum)
+
+
+def _memory_rss() -> int:
+    import psutil
+
+    return int(psutil.Process().memory_info().rss)
+
+
+def _worker_main(
+    task_r: Any,
+    result_w: Any,
+    job_bytes: bytes,
+    memory_limit: Optional[int],
+    max_items: Optional[int],
+) -> None:
+    """The body of a worker process."""
+    signal.signal(signal.SIGINT, signal.SIG_IGN)
+    signal.signal(signal.SIGTERM, _on_sigterm)
+    _set_pdeathsig()
+    ppid = os.getppid()
+    if ppid == 1:
+        os._exit(ORPHAN_EXIT)  # the parent died before we set the death signal
+    tasks: queue.Queue[Optional[Chunk]] = queue.Queue()
+
+    def read_tasks() -> None:
+        # A thread drains the task pipe, so the parent never blocks on a
+        # full pipe while this worker is busy sending item events.
+        while True:
+            try:
+                if not task_r.poll(0.5):
+                    if os.getppid() != ppid:
+                        os._exit(ORPHAN_EXIT)
+                    continue
+                msg = task_r.recv()
+            except (EOFError, OSError):
+                os._exit(ORPHAN_EXIT)  # the parent's end is gone
+            tasks.put(msg)
+            if msg is None:
+                return
+
+    try:
+        job: Job = dill.loads(job_bytes)
+    except Exception:
+        result_w.send(('error', traceback.format_exc()))
+        return
+    threading.Thread(target=read_tasks, name='stashworks-tasks', daemon=True).start()
+    result_w.send(('ready', os.getpid()))
+    items = 0
+    retire = ''
+
+    def limit_reached() -> str:
+        if os.getppid() != ppid:
+            os._exit(ORPHAN_EXIT)
+        if max_items is not None and items >= max_items:
+            return f'reached {max_items} items'
+        if memory_limit is not None:
+            rss = _memory_rss()
+            if rss > memory_limit:
+                return f'memory {rss} bytes is over the limit of {memory_limit}'
+        return ''
+
+    def on_item(event: ItemEvent) -> None:
+        nonlocal items
+        items += 1
+        result_w.send(('item', event))
+
+    def should_stop() -> bool:
+        nonlocal retire
+        retire = limit_reached()
+        return bool(retire)
+
+    while True:
+        chunk = tasks.get()
+        if chunk is None:
+            return
+        result_w.send(('start', chunk.id))
+        report = job.run_chunk(chunk, on_item, should_stop)
+        result_w.send(('report', report))
+        retire = retire or limit_reached()
+        if retire:
+            result_w.send(('retire', retire))
+            return
+
+
+# -- the parent side ---------------------------------------------------------
+
+
+class _Worker:
+    """The parent's handle on one worker process."""
+
+    def __init__(self, proc: Any, task_w: Any, result_r: Any) -> None:
+        self.proc = proc
+        self.task_w = task_w
+        self.result_r = result_r
+        #: chunks sent and not reported, oldest (the running one) first
+        self.chunks: deque[Chunk] = deque()
+        self.started: set[int] = set()
+        self.ready = False
+        self.retiring = ''
+        self.error = ''
+        self.closed = False
+
+    @property
+    def pid(self) -> int:
+        return int(self.proc.pid or 0)
+
+    def close(self) -> None:
+        if self.closed:
+            return
+        self.closed = True
+        for conn in (self.task_w, self.result_r):
+            try:
+                conn.close()
+            except OSError:
+                pass
+
+
+class LocalPoolExecutor(Executor):
+    """Runs chunks in local worker processes that survive each other's deaths.
+
+    Args:
+        start_method: ``'fork'``, ``'spawn'`` or ``'forkserver'``; the
+            platform's default when ``None``.
+        memory_limit: bytes of RSS past which a worker is replaced after
+            its current item.
+        max_items_per_worker: items after which a worker is replaced.
+        prefetch: chunks queued at each worker (one running, the rest
+            waiting), so no worker idles between chunks.
+        stop_timeout: seconds a cancelled worker gets to stop after SIGTERM
+            before it is killed.
+    """
+
+    item_events = True
+
+    def __init__(
+        self,
+        start_method: Optional[str] = None,
+        memory_limit: Optional[int] = None,
+        max_items_per_worker: Optional[int] = None,
+        prefetch: int = 2,
+        stop_timeout: float = 3.0,
+    ) -> None:
+        self.start_method = start_method
+        self.memory_limit = memory_limit
+        self.max_items_per_worker = max_items_per_worker
+        self.prefetch = max(1, prefetch)
+        self.stop_timeout = stop_timeout
+        self._ctx: Any = None
+        self._job_bytes = b''
+        self._size = 0
+        self._workers: list[_Worker] = []
+        self._queue: deque[Chunk] = deque()
+        self._out: deque[Report] = deque()
+        self._outstanding = 0
+        self._start_failures = 0
+        self._started = 0
+        self._down = True
+
+    @property
+    def description(self) -> str:
+        method = self._ctx.get_start_method() if self._ctx is not None else self.start_method or 'default'
+        return f'local pool ({self._size} workers, {method})'
+
+    @property
+    def workers_started(self) -> int:
+        """How many worker processes this executor started in all."""
+        return self._started
+
+    def live_pids(self) -> list[int]:
+        """The process ids of the workers alive now."""
+        return [w.pid for w in self._workers if w.proc.is_alive()]
+
+    def start(self, job: 'Job', workers: int) -> None:
+        """Serialize ``job`` once and start ``workers`` worker processes.
+
+        Raises:
+            ExecutorError: the job cannot be serialized, or the start
+                method is unknown.
+        """
+        try:
+            self._ctx = multiprocess.get_context(self.start_method)
+        except ValueError as exc:
+            raise ExecutorError(f'unknown start method {self.start_method!r}: {exc}') from exc
+        try:
+            # Once, here: every worker gets the same bytes.
+            self._job_bytes = dill.dumps(job, recurse=True)
+        except Exception as exc:
+            raise ExecutorError(
+                f'cannot send the job to worker processes: {type(exc).__name__}: {exc} '
+                f'(everything the factory refers to must be picklable with dill)'
+            ) from exc
+        self._size = max(1, workers)
+        self._down = False
+        for _ in range(self._size):
+            self._spawn()
+
+    def _spawn(self) -> None:
+        ctx = self._ctx
+        task_r, task_w = ctx.Pipe(duplex=False)
+        result_r, result_w = ctx.Pipe(duplex=False)
+        proc = ctx.Process(
+            target=_worker_main,
+            args=(task_r, result_w, self._job_bytes, self.memory_limit, self.max_items_per_worker),
+            name=f'stashworks-worker-{self._started}',
+        )
+        # Not a daemon: a daemonic worker could not start processes of its
+        # own; shutdown() reaps every worker instead.
+        proc.start()
+        self._started += 1
+        # The child's ends belong to the child now.
+        task_r.close()
+        result_w.close()
+        self._workers.append(_Worker(proc, task_w, result_r))
+        logger.debug('started worker %s (pid %d)', proc.name, proc.pid)
+
+    def submit(self, chunk: Chunk) -> None:
+        if self._down:
+            raise ExecutorError(f'{self!r} is not running; call start() first')
+        self._queue.append(chunk)
+        self._outstanding += 1
+
+    def _dispatch(self) -> None:
+        for w in self._workers:
+            while self._queue and not w.retiring and not w.closed and len(w.chunks) < self.prefetch:
+                chunk = self._queue.popleft()
+                try:
+                    w.task_w.send(chunk)
+                except (OSError, ValueError):
+                    # The worker is dying; its sentinel will tell.
+                    self._queue.appendleft(chunk)
+                    break
+                w.chunks.append(chunk)
+
+    def _replace_workers(self) -> None:
+        live = [w for w in self._workers if not w.retiring and not w.closed]
+        needed = min(self._size, self._outstanding) - len(live)
+        for _ in range(max(0, needed)):
+            self._spawn()
+
+    def _handle(self, w: _Worker, msg: Any) -> None:
+        kind = msg[0]
+        if kind == 'item':
+            self._out.append(msg[1])
+        elif kind == 'start':
+            w.started.add(msg[1])
+        elif kind == 'report':
+            report: ChunkReport = msg[1]
+            for i, chunk in enumerate(w.chunks):
+                if chunk.id == report.chunk_id:
+                    del w.chunks[i]
+                    break
+            w.started.discard(report.chunk_id)
+            self._outstanding -= 1
+            self._start_failures = 0
+            self._out.append(report)
+        elif kind == 'ready':
+            w.ready = True
+        elif kind == 'retire':
+            w.retiring = msg[1]
+            logger.info('replacing worker %d: %s', w.pid, msg[1])
+        elif kind == 'error':
+            w.error = msg[1]
+
+    def _drain(self, w: _Worker) -> None:
+        """Read every message the worker has sent so far."""
+        while not w.closed:
+            try:
+                if not w.result_r.poll(0):
+                    return
+                msg = w.result_r.recv()
+            except (EOFError, OSError):
+                return
+            self._handle(w, msg)
+
+    def _reap(self, w: _Worker) -> None:
+        """A worker exited: report its running chunk lost, requeue the rest."""
+        self._drain(w)
+        w.proc.join(1.0)
+        reason = exit_reason(w.proc.exitcode)
+        self._workers.remove(w)
+        w.close()
+        if w.error:
+            raise ExecutorError(f'a worker could not load the job:\n{w.error}')
+        if not w.ready:
+            self._start_failures += 1
+            if self._start_failures >= MAX_START_FAILURES:
+                raise ExecutorError(f'{self._start_failures} workers in a row died before they were ready ({reason})')
+        requeue: list[Chunk] = []
+        for chunk in w.chunks:
+            if chunk.id in w.started:
+                self._outstanding -= 1
+                self._out.append(
+                    ChunkReport(
+                        chunk_id=chunk.id,
+                        lost=True,
+                        reason=reason,
+                        worker=f'{os.uname().nodename}:{w.pid}',
+                        extra={'pid': w.pid},
+                    )
+                )
+            else:
+                requeue.append(chunk)
+        # Chunks it never started go first to the next free worker.
+        self._queue.extendleft(reversed(requeue))
+        if not w.retiring:
+            logger.warning('worker %d died (%s) holding %d chunks', w.pid, reason, len(w.chunks))
+
+    def reports(self, timeout: Optional[float] = None) -> Iterator[Report]:
+        last = time.monotonic()
+        while True:
+            while self._out:
+                yield self._out.popleft()
+                last = time.monotonic()
+            if self._outstanding <= 0 or self._down:
+                return
+            self._replace_workers()
+            self._dispatch()
+            wait_for: Optional[float] = None
+            if timeout is not None:
+                wait_for = timeout - (time.monotonic() - last)
+                if wait_for <= 0:
+                    return
+            by_obj: dict[Any, tuple[_Worker, bool]] = {}
+            for w in self._workers:
+                by_obj[w.result_r] = (w, False)
+                by_obj[w.proc.sentinel] = (w, True)
+            ready = wait(list(by_obj), timeout=wait_for)
+            dead: list[_Worker] = []
+            for obj in ready:
+                w, is_sentinel = by_obj[obj]
+                if is_sentinel:
+                    if w not in dead:
+                        dead.append(w)
+                else:
+                    self._drain(w)
+            for w in dead:
+                self._reap(w)
+
+    def shutdown(self, cancel: bool = False) -> None:
+        if self._down and not self._workers:
+            return
+        self._down = True
+        self._queue.clear()
+        workers, self._workers = self._workers, []
+        for w in workers:
+            try:
+                w.task_w.send(None)
+            except (OSError, ValueError):
+                pass
+        if cancel:
+            for w in workers:
+                if w.proc.is_alive():
+                    try:
+                        os.kill(w.pid, signal.SIGTERM)
+                    except ProcessLookupError:
+                        pass
+        deadline = time.monotonic() + (self.stop_timeout if cancel else max(self.stop_timeout, 10.0))
+        for w in workers:
+            w.proc.join(max(0.0, deadline - time.monotonic()))
+        for w in workers:
+            if w.proc.is_alive():
+                logger.warning('worker %d did not stop in time; killing it', w.pid)
+                w.proc.kill()
+                w.proc.join(2.0)
+            w.close()
+        self._outstanding = 0
+        self._out.clear()
+
+    def __repr__(self) -> str:
+        return f'{type(self).__name__}(start_method={self.start_method!r})'
