@@ -250,8 +250,8 @@ class DirectoryStash(CloseableStash):
             try:
                 atomic_write(path, write, fsync=self.fsync)
             except FileNotFoundError:
-                if self.path.is_dir():
-                    raise
+                # The folder may be missing, or another process may be
+                # creating it right now: (re)create it and try once more.
                 self.path.mkdir(parents=True, exist_ok=True)
                 atomic_write(path, write, fsync=self.fsync)
         except OSError as exc:
