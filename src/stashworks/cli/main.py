@@ -31,6 +31,17 @@ class _Parser(argparse.ArgumentParser):
         self.exit(EXIT_USAGE, f'{PROG}: error: {where}{message} (see `{self.prog} --help`)\n')
 
 
+class _LogFormatter(logging.Formatter):
+    """Log lines read like the command's own: ``stashworks: message``."""
+
+    def format(self, record: logging.LogRecord) -> str:
+        text = super().format(record)
+        if record.levelno >= logging.ERROR:
+            text = f'error: {text}'
+        # The batch layer's summaries already start with the name.
+        return text if text.startswith(f'{PROG}: ') else f'{PROG}: {text}'
+
+
 def _version() -> str:
     from .. import __version__
 
@@ -150,9 +161,10 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
     """Run the command line ``argv`` (default: ``sys.argv[1:]``); return the exit status."""
     parser = build_parser()
     args = parser.parse_args(argv)
-    logging.basicConfig(
-        level=logging.INFO if args.verbose else logging.WARNING, format=f'{PROG}: %(levelname)s: %(message)s'
-    )
+    args.argv = list(sys.argv[1:] if argv is None else argv)
+    handler = logging.StreamHandler()
+    handler.setFormatter(_LogFormatter())
+    logging.basicConfig(level=logging.INFO if args.verbose else logging.WARNING, handlers=[handler])
     func: Callable[[argparse.Namespace], int] = args.func
     try:
         return func(args)

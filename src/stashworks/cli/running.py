@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import argparse
 import logging
+import shlex
 from pathlib import Path
 from typing import Any, Callable
 
@@ -41,7 +42,7 @@ def parse_workers(text: str) -> int | float:
 
 def _batch(out: Path, func: Callable[[str], Any], keys: list[str], args: argparse.Namespace) -> Any:
     """Build the batch stash: ``func`` over ``keys`` into ``DirectoryStash(out)``."""
-    from ..multi import MultiProcessFactoryStash
+    from .. import MultiProcessFactoryStash
 
     return MultiProcessFactoryStash(
         DirectoryStash(out),
@@ -54,10 +55,12 @@ def _batch(out: Path, func: Callable[[str], Any], keys: list[str], args: argpars
 
 
 def _execute(stash: Any, retry_failures: bool) -> Any:
-    """Run the batch; on Ctrl-C re-raise after the batch has stopped cleanly."""
-    if retry_failures:
-        stash.retry_failures()
-    return stash.prime()
+    """Run the batch (after forgetting its failures, with ``retry_failures``).
+
+    Raises:
+        KeyboardInterrupt: Ctrl-C or SIGTERM, once the batch has stopped.
+    """
+    return stash.retry_failures() if retry_failures else stash.prime()
 
 
 def _rate(result: Any) -> str:
@@ -79,11 +82,10 @@ def _all_done_before(result: Any) -> bool:
     return not (result.computed or result.failed or result.interrupted)
 
 
-def _interrupted(stash: Any, out: Path, again: str) -> int:
-    result = getattr(stash, 'last_result', None)
-    if result is not None:
-        echo(f'interrupted: {_summary(result)}', err=True)
-    echo(f'stopped cleanly; run `{again}` again to resume where it stopped', err=True)
+def _interrupted(args: argparse.Namespace) -> int:
+    # The batch has already logged what it did; say how to go on.
+    again = shlex.join(['stashworks', *getattr(args, 'argv', [args.command])])
+    echo(f'stopped cleanly; every completed item is saved. To resume: {again}', err=True)
     return EXIT_INTERRUPTED
 
 
@@ -111,7 +113,7 @@ def cmd_run(args: argparse.Namespace) -> int:
     try:
         result = _execute(stash, args.retry_failures)
     except KeyboardInterrupt:
-        return _interrupted(stash, out, 'stashworks run ...')
+        return _interrupted(args)
     if _all_done_before(result) and not result.failed_before:
         echo(f'all {result.total} keys already done in {out}; nothing to compute')
         return 0
@@ -154,7 +156,7 @@ def cmd_demo(args: argparse.Namespace) -> int:
     try:
         result = _execute(stash, args.retry_failures)
     except KeyboardInterrupt:
-        return _interrupted(stash, out, 'stashworks demo')
+        return _interrupted(args)
     failed = result.failed + result.failed_before
     if _all_done_before(result):
         echo(
