@@ -9,7 +9,7 @@ import shelve
 from pathlib import Path
 from typing import Any, Literal, Optional, Union
 
-from .errors import SerializationError, StashCorruptError, StashWriteError
+from .errors import SerializationError, StashCorruptError, StashReadOnlyError, StashWriteError
 from .stash import CloseableStash, check_key
 
 __all__ = ['ShelveStash']
@@ -37,7 +37,9 @@ class ShelveStash(CloseableStash):
             on :meth:`sync` and :meth:`close`, so mutating a loaded value
             in place is saved (see :func:`shelve.open`).
         flag: ``'c'`` create if needed, ``'w'`` existing only, ``'r'``
-            read-only, ``'n'`` always start empty (see :func:`dbm.open`).
+            read-only (writes raise
+            :class:`~stashworks.errors.StashReadOnlyError`), ``'n'`` always
+            start empty (see :func:`dbm.open`).
         protocol: the pickle protocol.
 
     Raises:
@@ -75,6 +77,11 @@ class ShelveStash(CloseableStash):
             )
         return self._shelf
 
+    def _check_writable(self, op: str, key: Optional[str] = None) -> None:
+        if self.flag == 'r':
+            what = f' {key!r}' if key is not None else ''
+            raise StashReadOnlyError(f'cannot {op}{what}: {self!r} is opened read-only')
+
     def load(self, key: str) -> Any:
         """Return the item under ``key``.
 
@@ -100,10 +107,12 @@ class ShelveStash(CloseableStash):
         Raises:
             SerializationError: when ``value`` cannot be pickled; the
                 previous value is kept.
+            StashReadOnlyError: when opened with ``flag='r'``.
             StashWriteError: when the database cannot be written.
         """
         shelf = self.shelf
         check_key(key, self)
+        self._check_writable('dump', key)
         try:
             # shelve pickles the whole value before it touches the
             # database, so an unpicklable value leaves the old one in place.
@@ -121,6 +130,7 @@ class ShelveStash(CloseableStash):
     def delete(self, key: str) -> None:
         shelf = self.shelf
         check_key(key, self)
+        self._check_writable('delete', key)
         try:
             del shelf[key]
         except KeyError:
@@ -136,6 +146,7 @@ class ShelveStash(CloseableStash):
     # Overridden: Shelf.clear() would unpickle every value on its way out.
     def clear(self) -> None:
         shelf = self.shelf
+        self._check_writable('clear')
         for key in list(shelf.keys()):
             del shelf[key]
 
