@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import pickle
 import threading
 from collections import Counter
 from pathlib import Path
@@ -455,3 +456,20 @@ def test_shelve_read_only_flag_refuses_writes(tmp_path: Path) -> None:
             with pytest.raises(StashReadOnlyError, match='db'):
                 write()
         assert dict(ro) == {'a': 1}
+
+
+def test_a_writable_shelf_refuses_to_be_pickled(tmp_path: Path) -> None:
+    with ShelveStash(tmp_path / 'db') as stash:
+        stash.dump('a', 1)
+        with pytest.raises(TypeError, match=str(tmp_path / 'db')):
+            pickle.dumps(stash)
+
+
+def test_a_read_only_shelf_pickles_and_reopens(tmp_path: Path) -> None:
+    with ShelveStash(tmp_path / 'db') as stash:
+        stash.dump('a', 1)
+    with ShelveStash(tmp_path / 'db', flag='r') as ro:
+        ro.keys()
+        copy = pickle.loads(pickle.dumps(ro))
+    assert copy.load('a') == 1
+    copy.close()

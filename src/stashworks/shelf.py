@@ -27,7 +27,8 @@ class ShelveStash(CloseableStash):
 
     Which DBM backend is used (and so which files appear next to ``path``)
     depends on the Python build, as with :func:`shelve.open`.  DBM files are
-    not safe for several processes writing at once; use a
+    not safe for several processes writing at once, so a writable shelf
+    refuses to be pickled (and so to be sent to a worker process); use a
     :class:`~stashworks.DirectoryStash` for that.
 
     Args:
@@ -164,6 +165,20 @@ class ShelveStash(CloseableStash):
         if shelf is not None:
             logger.debug('closing shelf %s', self.path)
             shelf.close()
+
+    def __getstate__(self) -> dict[str, Any]:
+        # A copy in another process would keep its own view of the database
+        # (dbm.dumb keeps the index in memory) and the two would overwrite
+        # each other's items; refuse rather than corrupt.  A read-only
+        # shelf travels without its open handle and reopens on first use.
+        if self.flag != 'r':
+            raise TypeError(
+                f'cannot pickle {self!r}: a writable shelf cannot be shared with another process; '
+                "open it with flag='r' to read it elsewhere, or use a DirectoryStash"
+            )
+        state = self.__dict__.copy()
+        state['_shelf'] = None
+        return state
 
     def __repr__(self) -> str:
         return f"{type(self).__name__}('{self.path}')"
