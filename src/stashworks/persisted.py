@@ -91,7 +91,8 @@ class PersistedWork(Deallocatable):
         worker: what :meth:`__call__` runs on a miss (see :meth:`__do_work__`).
 
     Raises:
-        PersistError: ``owner`` has no instance ``__dict__`` to cache in.
+        PersistError: ``initial_value`` is given and ``owner`` has no
+            instance ``__dict__`` to cache it in.
     """
 
     def __init__(
@@ -107,8 +108,10 @@ class PersistedWork(Deallocatable):
         serializer: Optional[Serializer] = None,
         worker: Optional[Callable[..., Any]] = None,
     ) -> None:
-        self.path: Optional[Path] = Path(path) if isinstance(path, os.PathLike) else None
+        # A str is a name, not a path (checked first: it is the common case
+        # and cheaper than the isinstance check against the PathLike ABC).
         self.name: Optional[str] = path if isinstance(path, str) else None
+        self.path: Optional[Path] = None if path is None or self.name is not None else Path(path)
         self.owner: Any = owner
         self.cache_global = cache_global
         self.transient = transient
@@ -151,9 +154,8 @@ class PersistedWork(Deallocatable):
         # the constructor; :meth:`_bind` moves the value once the name is known.
         return _value_key(self.name if self.name is not None else f'<{self.path}>')
 
-    def _bind(self, attr: str) -> None:
-        """Settle this work as the owner's attribute ``attr``, moving any value already cached."""
-        key = _value_key(attr)
+    def _bind(self, key: str) -> None:
+        """Settle the value key (of the attribute holding this work), moving any value already cached."""
         old = self._varname
         self._varname = key
         if old is None or old == key:
@@ -554,7 +556,7 @@ def persisted(
                     work = copy(work)
                     work.owner = obj
                     d[name] = work
-            work._bind(name)
+            work._bind(key)
             if kwargs:
                 return work._get(lambda: method(obj, *args, **kwargs))
             return work._get(lambda: method(obj, *args))
