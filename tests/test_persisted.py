@@ -397,6 +397,21 @@ def test_failed_replace_keeps_the_old_file_and_value(tmp_path: Path, monkeypatch
     assert inst.doubled == 10
 
 
+def test_failed_first_write_leaves_no_file_and_caches_nothing(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    inst = Counter(5, tmp_path / 'doubled.dat')
+
+    def failing_replace(src: Any, dst: Any) -> None:
+        raise OSError(5, 'Input/output error')
+
+    monkeypatch.setattr(os, 'replace', failing_replace)
+    with pytest.raises(StashWriteError, match=r'doubled\.dat'):
+        _ = inst.doubled
+    monkeypatch.undo()
+    assert list(tmp_path.iterdir()) == []
+    assert not inst._doubled.is_set()
+    assert inst.doubled == 10
+
+
 # -- PersistedWork state ------------------------------------------------------------
 
 
@@ -575,6 +590,13 @@ def test_dealloc_helper_calls_a_factory_and_deallocates() -> None:
     with dealloc(Resource) as resource:
         assert resource.freed == 0
     assert resource.freed == 1
+
+
+def test_dealloc_helper_does_not_call_a_callable_deallocatable() -> None:
+    work = PersistedWork('_w', Counter(5), worker=Resource)
+    with dealloc(work) as entered:
+        assert entered is work
+    assert work.owner is None
 
 
 def test_work_deallocation_frees_a_deallocatable_value() -> None:
