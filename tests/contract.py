@@ -239,7 +239,7 @@ class StashContract(ReadContract):
         assert {key: stash.load(key) for key in ODD_KEYS} == {key: i for i, key in enumerate(ODD_KEYS)}
 
     def test_many_items_round_trip(self, stash: Stash) -> None:
-        expected = {f'key-{i}': i * i for i in range(200)}
+        expected = {f'key-{i}': i * i for i in range(50)}
         for key, value in expected.items():
             stash[key] = value
         assert dict(stash) == expected
