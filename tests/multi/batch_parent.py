@@ -14,9 +14,9 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
-from batch_jobs import Work, keys  # noqa: E402
+from batch_jobs import Work, keys
 
-from stashworks import DirectoryStash, MultiProcessFactoryStash  # noqa: E402
+from stashworks import DirectoryStash, MultiProcessFactoryStash
 
 
 def main() -> int:

@@ -31,7 +31,8 @@ N = 30
 def start_parent(tmp_path: Path, method: str, sleep: float = 0.1) -> subprocess.Popen[str]:
     markers = tmp_path / 'markers'
     markers.mkdir(exist_ok=True)
-    cmd = [sys.executable, str(HERE / 'batch_parent.py'), str(tmp_path / 'out'), str(markers), str(N), str(sleep), method]
+    script = str(HERE / 'batch_parent.py')
+    cmd = [sys.executable, script, str(tmp_path / 'out'), str(markers), str(N), str(sleep), method]
     return subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
 
 

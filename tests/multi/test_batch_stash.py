@@ -119,7 +119,8 @@ def test_a_run_computes_only_missing_keys(tmp_path: Path, markers: Path) -> None
 
 def test_priming_a_complete_stash_starts_no_executor(tmp_path: Path) -> None:
     serial_stash(tmp_path, Work()).prime()
-    again = MultiProcessFactoryStash(DirectoryStash(tmp_path / 'out'), factory=Work(), keys=keys(10), executor=NoStart())
+    out = DirectoryStash(tmp_path / 'out')
+    again = MultiProcessFactoryStash(out, factory=Work(), keys=keys(10), executor=NoStart())
     result = again.prime()
     assert (result.done_before, result.computed, result.workers) == (10, 0, 0)
 
@@ -191,7 +192,7 @@ def test_a_key_that_is_not_a_str_is_named(tmp_path: Path) -> None:
 
 def test_an_in_memory_delegate_with_a_process_pool_is_refused(tmp_path: Path) -> None:
     stash = MultiProcessFactoryStash(MemoryStash(), factory=Work(), keys=keys(3), progress=False)
-    with pytest.raises(BatchError, match='memory of this process.*DirectoryStash'):
+    with pytest.raises(BatchError, match=r'memory of this process.*DirectoryStash'):
         stash.prime()
 
 

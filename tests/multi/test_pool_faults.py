@@ -52,9 +52,7 @@ def test_sigkill_fails_only_the_culprit_and_names_it(tmp_path: Path, start_metho
     assert record.attempts == 3  # the first try and max_retries=2 retries
 
 
-def test_killed_worker_is_retried_a_bounded_number_of_times(
-    tmp_path: Path, start_method: str, markers: Path
-) -> None:
+def test_killed_worker_is_retried_a_bounded_number_of_times(tmp_path: Path, start_method: str, markers: Path) -> None:
     run(tmp_path, start_method, Work(markers, sigkill=('k002',)), max_retries=1)
     counts = computations(markers)
     assert counts['k002'] == 2

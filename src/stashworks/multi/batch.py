@@ -71,10 +71,7 @@ class BatchResult:
         return max(0, self.total - self.done_before - self.computed - self.failed - self.failed_before)
 
     def __str__(self) -> str:
-        text = (
-            f'{self.total} items: {self.done_before} done before, {self.computed} computed now, '
-            f'{self.failed} failed'
-        )
+        text = f'{self.total} items: {self.done_before} done before, {self.computed} computed now, {self.failed} failed'
         if self.failed_before:
             text += f' ({self.failed_before} failed before, not retried)'
         text += f', {self.elapsed:.1f}s'
@@ -454,4 +451,3 @@ def iter_pairs(keys: Iterable[str]) -> Iterator[tuple[str, Any]]:
     """``(key, None)`` for each key: work whose keys are the units."""
     for key in keys:
         yield key, None
-

@@ -108,9 +108,7 @@ class FailureStash(Stash):
     def load(self, key: str) -> FailureRecord:
         data = self._files.load(key)
         if not isinstance(data, dict):
-            raise StashCorruptError(
-                f'failure record {key!r} in {self._files.key_to_path(key)} is not a JSON object'
-            )
+            raise StashCorruptError(f'failure record {key!r} in {self._files.key_to_path(key)} is not a JSON object')
         return FailureRecord.from_dict(data)
 
     def dump(self, key: str, value: Any) -> None:

@@ -111,9 +111,7 @@ class MultiProcessStash(PrimablePreemptiveStash):
         self.start_method = start_method
         directory = Path(state_dir) if state_dir is not None else find_directory(delegate)
         self.state_dir: Optional[Path] = directory
-        self._failure_store: Stash = (
-            FailureStash.beside(directory) if directory is not None else MemoryFailureStash()
-        )
+        self._failure_store: Stash = FailureStash.beside(directory) if directory is not None else MemoryFailureStash()
         #: what the last :meth:`prime` did (``None`` before the first)
         self.last_result: Optional[BatchResult] = None
         self._primed = False
