@@ -145,7 +145,9 @@ class CountsLoads:
 
 def _stash(out: Path, factory: Callable[[str], Any], keys: list[str], executor: Any, **kwargs: Any) -> Any:
     kwargs.setdefault('chunk_size', 4)
-    return MultiProcessFactoryStash(DirectoryStash(out), factory, keys=keys, executor=executor, progress=False, **kwargs)
+    return MultiProcessFactoryStash(
+        DirectoryStash(out), factory, keys=keys, executor=executor, progress=False, **kwargs
+    )
 
 
 def _keys(n: int) -> list[str]:
@@ -354,7 +356,9 @@ def _become_nobody() -> None:
     os.setuid(65534)
 
 
-@pytest.mark.skipif(not hasattr(os, 'geteuid') or os.geteuid() != 0, reason='needs root to run a worker as another user')
+@pytest.mark.skipif(
+    not hasattr(os, 'geteuid') or os.geteuid() != 0, reason='needs root to run a worker as another user'
+)
 def test_a_shared_path_a_worker_cannot_write_is_reported() -> None:
     shared = Path(tempfile.mkdtemp(prefix='stashworks-shared-'))
     shared.chmod(0o755)  # readable by every user, writable by its owner only
@@ -398,7 +402,7 @@ def test_a_job_the_workers_cannot_load_is_reported_with_the_worker(
 
     try:
         stash = _stash(tmp_path / 'out', parent_only_factory.compute, _keys(4), DaskExecutor(client))
-        with pytest.raises(BatchError, match=r"cannot load the batch job on worker tcp://.*parent_only_factory"):
+        with pytest.raises(BatchError, match=r'cannot load the batch job on worker tcp://.*parent_only_factory'):
             stash.prime()
     finally:
         sys.modules.pop('parent_only_factory', None)

@@ -454,9 +454,9 @@ class DaskExecutor(Executor):
         if problems:
             hint = ''
             if any(not p.is_absolute() for p in paths):
-                hint = ' Relative paths resolve against each worker\'s own working directory: use absolute ones.'
+                hint = " Relative paths resolve against each worker's own working directory: use absolute ones."
             raise ClusterError(
-                'the Dask workers cannot use the batch\'s shared directories; workers write results straight '
+                "the Dask workers cannot use the batch's shared directories; workers write results straight "
                 'to them, so they must be on a filesystem every worker sees and may write:\n  '
                 + '\n  '.join(problems)
                 + ('\n' + hint.strip() if hint else '')
