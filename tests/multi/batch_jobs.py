@@ -112,3 +112,16 @@ def wait_for(predicate: Any, timeout: float, interval: float = 0.05) -> bool:
             return True
         time.sleep(interval)
     return bool(predicate())
+
+
+class FailsToLoad:
+    """A factory that cannot be unpickled (in a worker, say)."""
+
+    def __call__(self, key: str) -> str:
+        return key
+
+    def __getstate__(self) -> dict[str, Any]:
+        return {}
+
+    def __setstate__(self, state: dict[str, Any]) -> None:
+        raise RuntimeError('this factory cannot be loaded here')

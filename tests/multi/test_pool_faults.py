@@ -11,9 +11,9 @@ from __future__ import annotations
 from pathlib import Path
 
 import pytest
-from batch_jobs import Work, computations, keys
+from batch_jobs import FailsToLoad, Work, computations, keys
 
-from stashworks import DirectoryStash, MultiProcessFactoryStash
+from stashworks import BatchError, DirectoryStash, MultiProcessFactoryStash
 
 pytestmark = pytest.mark.timeout(60)
 
@@ -81,3 +81,14 @@ def test_unpicklable_result_is_a_failure_not_a_death(tmp_path: Path, start_metho
     assert 'k003' in record.message
     assert stash.last_result is not None and stash.last_result.lost == 0
     assert computations(markers)['k003'] == 1
+
+
+def test_a_job_workers_cannot_load_stops_the_batch_with_its_traceback(tmp_path: Path, start_method: str) -> None:
+    with pytest.raises(BatchError, match=r'could not load the job[\s\S]*cannot be loaded here'):
+        run(tmp_path, start_method, FailsToLoad())  # type: ignore[arg-type]
+
+
+def test_an_unpicklable_factory_is_refused_before_any_worker_starts(tmp_path: Path) -> None:
+    pending = (n for n in range(3))  # generators cannot be pickled, even by dill
+    with pytest.raises(BatchError, match='cannot send the job to worker processes'):
+        run(tmp_path, 'fork', lambda k: (pending, k))  # type: ignore[arg-type]
