@@ -64,12 +64,12 @@ def kill_at_a_random_moment(target: Any, args: tuple[Any, ...], rng: random.Rand
     assert proc.exitcode == -signal.SIGKILL
 
 
-@pytest.mark.timeout(60)
-def test_a_writer_killed_mid_dump_leaves_the_old_value_or_none(tmp_path: Path, temp_files) -> None:
-    rng = random.Random(1234)
-    stash = DirectoryStash(tmp_path / 'stash')
+def kill_writers_mid_dump(path: Path, rounds: int, seed: int, temp_files: Any) -> int:
+    """Run ``rounds`` writers, each SIGKILLed at a random moment; return how many died mid-write."""
+    rng = random.Random(seed)
+    stash = DirectoryStash(path)
     killed_mid_write = 0
-    for round_ in range(30):
+    for round_ in range(rounds):
         existed = 'big' in stash
         before = len(temp_files(stash.path))
         kill_at_a_random_moment(overwrite_forever, (stash.path, 'big', round_ * 10_000), rng)
@@ -79,9 +79,21 @@ def test_a_writer_killed_mid_dump_leaves_the_old_value_or_none(tmp_path: Path, t
         if 'big' in stash:
             assert_whole(stash.load('big'))
         assert stash.keys() in ([], ['big'])
+    return killed_mid_write
+
+
+@pytest.mark.timeout(60)
+def test_a_writer_killed_mid_dump_leaves_the_old_value_or_none(tmp_path: Path, temp_files) -> None:
+    killed_mid_write = kill_writers_mid_dump(tmp_path / 'stash', 30, 1234, temp_files)
     # The kills did land in the middle of writes (a temp file was left),
-    # so the rounds above tested what they claim to.
+    # so the rounds tested what they claim to.
     assert killed_mid_write >= 1
+
+
+@pytest.mark.slow
+@pytest.mark.timeout(600)
+def test_many_writers_killed_mid_dump_leave_the_old_value_or_none(tmp_path: Path, temp_files) -> None:
+    assert kill_writers_mid_dump(tmp_path / 'stash', 500, 4321, temp_files) >= 10
 
 
 @pytest.mark.timeout(60)
