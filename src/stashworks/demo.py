@@ -102,6 +102,12 @@ def file_record(root: PathLike, key: str) -> dict[str, Any]:
     tree = ast.parse(data, filename=str(path))
     tokens = list(tokenize.tokenize(io.BytesIO(data).readline))
     lines = data.splitlines()
+    functions = classes = 0
+    for node in ast.walk(tree):
+        if isinstance(node, (ast.FunctionDef, ast.AsyncFunctionDef)):
+            functions += 1
+        elif isinstance(node, ast.ClassDef):
+            classes += 1
     return {
         'path': key,
         'bytes': len(data),
@@ -109,8 +115,8 @@ def file_record(root: PathLike, key: str) -> dict[str, Any]:
         'blank_lines': sum(1 for line in lines if not line.strip()),
         'comment_lines': len({tok.start[0] for tok in tokens if tok.type == token.COMMENT}),
         'tokens': sum(1 for tok in tokens if tok.type not in _LAYOUT_TOKENS),
-        'functions': sum(isinstance(n, (ast.FunctionDef, ast.AsyncFunctionDef)) for n in ast.walk(tree)),
-        'classes': sum(isinstance(n, ast.ClassDef) for n in ast.walk(tree)),
+        'functions': functions,
+        'classes': classes,
         'imports': _imports(tree),
         'docstring': ast.get_docstring(tree) is not None,
     }

@@ -176,7 +176,7 @@ def cmd_failures(args: argparse.Namespace) -> int:
         if args.traceback and record.get('traceback'):
             for line in str(record['traceback']).rstrip().splitlines():
                 echo(f'    {line}')
-    echo(f'{len(records)} failure(s); `stashworks run ... --retry-failures` computes them again')
+    echo(f'{len(records)} failure(s); run the batch again with --retry-failures to compute them again')
     return 0
 
 

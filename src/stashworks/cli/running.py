@@ -165,11 +165,13 @@ def cmd_demo(args: argparse.Namespace) -> int:
     else:
         echo(_summary(result))
     if failed:
-        echo(
-            f'{failed} file(s) did not parse: the standard library ships broken files on purpose (bad-syntax '
-            f'and bad-encoding test data), so these are expected and the exit status is 0; '
-            f'see `stashworks failures {out}`'
+        why = (
+            'the standard library ships broken files on purpose (bad-syntax and bad-encoding test data), '
+            'so these are expected'
+            if args.source is None
+            else 'they are recorded as failures'
         )
+        echo(f'{failed} file(s) did not parse: {why}, and the exit status is 0; see `stashworks failures {out}`')
     example = keys[0] if keys else 'KEY'
     echo(f'look inside: stashworks status {out}; stashworks keys {out}; stashworks show {out} {example}')
     return 0
