@@ -313,7 +313,8 @@ class _HasData:
     def has_data(self) -> bool:
         """Whether the delegate has at least one item."""
         if self._has_data is None:
-            self._has_data = self.delegate is not None and any(True for _ in self.delegate.keys())
+            # keys(), not iteration: iterating a stash would load the values.
+            self._has_data = self.delegate is not None and any(True for _ in self.delegate.keys())  # noqa: SIM118
         return self._has_data
 
     def reset_has_data(self) -> None:
