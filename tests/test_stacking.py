@@ -142,6 +142,17 @@ def test_factory_stores_created_items_on_disk(tmp_path: Path) -> None:
     assert DirectoryStash(tmp_path).load('5') == 25
 
 
+def test_factory_writes_act_on_the_delegate_only() -> None:
+    delegate = DictionaryStash()
+    factory = Squares(3)
+    stash = FactoryStash(delegate=delegate, factory=factory)
+    stash.load('2')
+    stash.clear()
+    assert (delegate.data, factory.keys(), '2' in stash) == ({}, ['0', '1', '2'], True)
+    assert stash.load('2') == 4
+    assert factory.created['2'] == 2
+
+
 # -- OneShotFactoryStash --------------------------------------------------
 
 

@@ -38,6 +38,11 @@ class FactoryStash(PreemptiveStash):
     (useful when the delegate was filled ahead of time and asking the
     factory is expensive).
 
+    Writes (:meth:`~Stash.dump`, :meth:`~Stash.delete`,
+    :meth:`~Stash.clear`) act on the delegate only: the factory is the
+    source and is never written, so a deleted item the factory can create
+    still exists and is created again on the next load.
+
     Args:
         delegate: where created items are stored.
         factory: the stash whose :meth:`~Stash.load` creates an item and
