@@ -164,12 +164,15 @@ def test_run_imports_the_function_from_the_current_folder(tmp_path: Path) -> Non
         ('raising_module:f', 'cli_jobs:KEYS', "error while importing 'raising_module': RuntimeError: boom"),
         ('cli_jobs:square', 'missing-keys.txt', 'no such key file'),
         ('cli_jobs:square', 'cli_jobs:not_strings', 'not a str'),
+        ('cli_jobs:square', 'cli_jobs:KEYS', 'not a directory'),
     ],
-    ids=['no-module', 'no-function', 'not-callable', 'module-raises', 'no-key-file', 'non-str-keys'],
+    ids=['no-module', 'no-function', 'not-callable', 'module-raises', 'no-key-file', 'non-str-keys', 'out-is-a-file'],
 )
 def test_run_errors_are_one_line_and_exit_1(tmp_path: Path, function: str, keys: str, message: str) -> None:
     (tmp_path / 'raising_module.py').write_text('raise RuntimeError("boom")\n')
-    proc = stashworks('run', function, '--keys', keys, '--out', tmp_path / 'out', *FAST, cwd=tmp_path)
+    (tmp_path / 'a-file').write_text('')
+    out = tmp_path / ('a-file' if message == 'not a directory' else 'out')
+    proc = stashworks('run', function, '--keys', keys, '--out', out, *FAST, cwd=tmp_path)
     assert proc.returncode == 1
     assert message in error_line(proc)
 
@@ -226,3 +229,18 @@ def test_ctrl_c_stops_run_with_130_and_a_rerun_resumes_without_recomputing(tmp_p
     assert set(DirectoryStash(out).keys()) == set(keys)
     calls = Counter(log.read_text().split())
     assert {key: calls[key] for key in done_at_stop} == dict.fromkeys(done_at_stop, 1)
+
+
+def test_sigterm_stops_run_with_130_keeping_completed_items(tmp_path: Path) -> None:
+    out = tmp_path / 'out'
+    keys = _keys_file(tmp_path, [f'k{i:02d}' for i in range(30)])
+    proc = start_stashworks('run', 'cli_jobs:logged_slow', '--keys', keys, '--out', out, *FAST, CLI_JOBS_DELAY='0.2')
+    try:
+        _wait_for(lambda: len(DirectoryStash(out)) >= 2, what='some items')
+        proc.terminate()
+        _, stderr = proc.communicate(timeout=30)
+    finally:
+        proc.kill()
+    assert proc.returncode == 130, stderr
+    assert 'To resume: stashworks run cli_jobs:logged_slow' in stderr
+    assert json.loads(stashworks('status', out, '--json').stdout)['state'] == 'interrupted'

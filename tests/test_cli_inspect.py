@@ -290,6 +290,26 @@ def test_show_of_a_corrupt_item_is_one_line_and_exit_1(out: Path) -> None:
     assert "'a'" in error_line(proc)
 
 
+def test_show_of_a_value_whose_class_cannot_be_imported_says_so(tmp_path: Path) -> None:
+    (tmp_path / 'gone_module.py').write_text('class Point:\n    pass\n')
+    code = 'import gone_module, stashworks; stashworks.DirectoryStash("out")["p"] = gone_module.Point()'
+    subprocess.run([sys.executable, '-c', code], cwd=tmp_path, check=True, timeout=60)
+    (tmp_path / 'gone_module.py').unlink()
+    proc = stashworks('show', tmp_path / 'out', 'p', cwd=tmp_path)
+    assert proc.returncode == 1
+    assert "No module named 'gone_module'" in error_line(proc)
+    assert 'where its code is importable' in error_line(proc)
+
+
+def test_show_imports_value_classes_from_the_current_folder(tmp_path: Path) -> None:
+    (tmp_path / 'here_module.py').write_text('class Point:\n    def __repr__(self):\n        return "Point()"\n')
+    code = 'import here_module, stashworks; stashworks.DirectoryStash("out")["p"] = here_module.Point()'
+    subprocess.run([sys.executable, '-c', code], cwd=tmp_path, check=True, timeout=60)
+    proc = stashworks('show', 'out', 'p', cwd=tmp_path)
+    assert proc.returncode == 0, proc.stderr
+    assert proc.stdout.strip() == 'Point()'
+
+
 def test_corrupt_status_file_is_one_line_and_exit_1(out: Path) -> None:
     (out / '.stashworks' / 'status.json').write_text('{half')
     proc = stashworks('status', out)

@@ -11,8 +11,10 @@ import pprint
 import sys
 from typing import Any
 
+from ..errors import StashCorruptError
 from .common import CliError, echo, format_duration, format_time, print_json
 from .layout import BatchDir, is_alive
+from .loading import add_cwd_to_path
 
 __all__ = ['cmd_status', 'cmd_keys', 'cmd_show', 'cmd_failures', 'cmd_rm']
 
@@ -137,7 +139,18 @@ def cmd_show(args: argparse.Namespace) -> int:
         sys.stdout.buffer.write(data)
         sys.stdout.buffer.flush()
         return 0
-    value = batch.items.load(args.key)
+    # Values of the job's own classes unpickle only where its code imports.
+    add_cwd_to_path()
+    try:
+        value = batch.items.load(args.key)
+    except StashCorruptError as exc:
+        if isinstance(exc.__cause__, (ImportError, AttributeError)):
+            # Not corrupt: the value's class lives in code not importable here.
+            raise CliError(
+                f'cannot unpickle item {args.key!r} in {batch.path}: {exc.__cause__} '
+                f'(run `stashworks show` where its code is importable, or use --raw)'
+            ) from exc
+        raise
     if args.json:
         print_json({'key': args.key, 'type': f'{type(value).__module__}.{type(value).__qualname__}', 'value': value})
     else:

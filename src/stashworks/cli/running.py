@@ -85,7 +85,7 @@ def _all_done_before(result: Any) -> bool:
 def _interrupted(args: argparse.Namespace) -> int:
     # The batch has already logged what it did; say how to go on.
     again = shlex.join(['stashworks', *getattr(args, 'argv', [args.command])])
-    echo(f'stopped cleanly; every completed item is saved. To resume: {again}', err=True)
+    echo(f'stopped cleanly. To resume: {again}', err=True)
     return EXIT_INTERRUPTED
 
 
