@@ -4,8 +4,9 @@ For each folder given with ``--dir`` (a disk folder and ``/dev/shm`` by
 default) and each data set (many small values, a few large ones), every
 contender writes all items into a fresh folder of its own, reads them all
 back, asks ``exists`` for each key, and lists ``keys()`` and ``len()``
-(the minimum of ``--repeat`` calls, as one listing is a 10-30 ms sample).
-Contenders are interleaved rep by rep with the order rotated, and each is
+(the minimum of ``--repeat`` calls, as one listing is a 5-30 ms sample).
+Within a rep the contenders take turns chunk by chunk, in an order
+rotated every turn, so the neighbours' load hits them all alike; each is
 reported as the median of its per-rep ratios to raw atomic files (pickle,
 temp file, ``os.replace``) measured in the same rep.  Nothing is deleted
 until the run is over: deleting files stalls file creation here.
@@ -18,20 +19,25 @@ Run::
 from __future__ import annotations
 
 import argparse
+import gc
+import itertools
 import os
 import pickle
 import random
 import shelve
 import statistics
 import sys
+import time
 import uuid
 from collections.abc import Callable, Sequence
 from pathlib import Path
-from typing import Any
+from typing import Any, TypeVar
 
-from _common import RunDirs, format_table, machine_note, median_ratio, min_time, rotated, time_once
+from _common import RunDirs, format_table, machine_note, median_ratio, rotated
 
 from stashworks import DirectoryStash
+
+T = TypeVar('T')
 
 BASELINE = 'raw atomic'
 OPS = ('write', 'read', 'exists', 'keys', 'len')
@@ -294,26 +300,68 @@ def fs_type(path: str) -> str:
 # -- run ---------------------------------------------------------------------------------------------
 
 
-def trial(
-    contender: Contender, folder: Path, items: Sequence[tuple[str, Any]], keys: list[str], repeat: int
-) -> dict[str, float]:
-    """Time every operation once on a fresh folder; check the answers outside the timings."""
-    contender.open(folder)
+def chunked(seq: Sequence[T], chunks: int) -> list[Sequence[T]]:
+    """``seq`` cut into ``chunks`` nearly equal consecutive slices."""
+    chunks = max(1, min(chunks, len(seq)))
+    bounds = [len(seq) * i // chunks for i in range(chunks + 1)]
+    return [seq[a:b] for a, b in itertools.pairwise(bounds)]
+
+
+def run_rep(
+    dirs: RunDirs,
+    label: str,
+    rep: int,
+    items: Sequence[tuple[str, Any]],
+    keys: list[str],
+    names: Sequence[str],
+    repeat: int,
+    chunks: int,
+) -> dict[str, dict[str, float]]:
+    """One rep of every contender, each on a fresh folder: ``{contender: {op: seconds}}``.
+
+    The contenders take turns chunk by chunk (and call by call for
+    ``keys()``/``len()``), in an order rotated each turn, so a burst of
+    load from the neighbours hits all of them alike instead of one.
+    """
+    stores: dict[str, Contender] = {}
+    for name in names:
+        stores[name] = CONTENDERS[name]()
+        stores[name].open(dirs.new(f'{label}-{name.replace(" ", "-")}-{rep}'))
+    t = {name: dict.fromkeys(OPS, 0.0) for name in names}
+    clock = time.perf_counter
     try:
-        t = {
-            'write': time_once(lambda: contender.write(items)),
-            'read': time_once(lambda: contender.read(keys)),
-            'exists': time_once(lambda: contender.exists(keys)),
-            'keys': min_time(contender.keys, repeat),
-            'len': min_time(contender.length, repeat),
-        }
-        n = len(keys)
-        if sorted(contender.keys()) != keys or contender.length() != n or contender.exists(keys) != n:
-            raise AssertionError(f'{contender.name} lost items in {folder}')
-        if contender.read(keys[-1:]) != items[-1][1]:
-            raise AssertionError(f'{contender.name} read back a wrong value in {folder}')
+        phases: list[tuple[str, Sequence[Any], Callable[[Contender, Any], object]]] = [
+            ('write', chunked(items, chunks), lambda c, part: c.write(part)),
+            ('read', chunked(keys, chunks), lambda c, part: c.read(part)),
+            ('exists', chunked(keys, chunks), lambda c, part: c.exists(part)),
+        ]
+        for op, parts, fn in phases:
+            gc.collect()
+            for i, part in enumerate(parts):
+                for name in rotated(names, rep + i):
+                    start = clock()
+                    fn(stores[name], part)
+                    t[name][op] += clock() - start
+        for op in ('keys', 'len'):
+            gc.collect()
+            for name in names:
+                t[name][op] = float('inf')
+            for i in range(repeat):
+                for name in rotated(names, rep + i):
+                    call = stores[name].keys if op == 'keys' else stores[name].length
+                    start = clock()
+                    call()
+                    t[name][op] = min(t[name][op], clock() - start)
+        for name, store in stores.items():
+            # Outside the timings: every contender must have done the same work.
+            n = len(keys)
+            if sorted(store.keys()) != keys or store.length() != n or store.exists(keys) != n:
+                raise AssertionError(f'{name} lost items in rep {rep}')
+            if store.read(keys[-1:]) != items[-1][1]:
+                raise AssertionError(f'{name} read back a wrong value in rep {rep}')
     finally:
-        contender.close()
+        for store in stores.values():
+            store.close()
     return t
 
 
@@ -324,16 +372,16 @@ def run_set(
     names: Sequence[str],
     reps: int,
     repeat: int,
+    chunks: int,
 ) -> dict[str, dict[str, list[float]]]:
     """All reps of one data set in one folder: ``{contender: {op: [seconds per rep]}}``."""
     keys = sorted(k for k, _ in items)
     times: dict[str, dict[str, list[float]]] = {n: {op: [] for op in OPS} for n in names}
     for rep in range(reps):
-        for name in rotated(names, rep):
-            folder = dirs.new(f'{label}-{name.replace(" ", "-")}-{rep}')
-            result = trial(CONTENDERS[name](), folder, items, keys, repeat)
+        result = run_rep(dirs, label, rep, items, keys, names, repeat, chunks)
+        for name in names:
             for op in OPS:
-                times[name][op].append(result[op])
+                times[name][op].append(result[name][op])
         print(f'  rep {rep + 1}/{reps} done', file=sys.stderr)
     return times
 
@@ -389,6 +437,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         default=','.join(CONTENDERS),
         help=f'comma-separated subset of: {", ".join(CONTENDERS)} (raw atomic is always included)',
     )
+    parser.add_argument('--chunks', type=int, default=20, help='turns the contenders take per operation (default 20)')
     parser.add_argument('--keep', action='store_true', help='keep the written folders')
     args = parser.parse_args(argv)
 
@@ -417,7 +466,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         for root, dirs in zip(roots, all_dirs, strict=True):
             for label, items, title, reps in sets:
                 print(f'\n### {root} ({fs_type(root)}): {title}, {reps} reps\n', flush=True)
-                times = run_set(dirs, label, items, names, reps, args.repeat)
+                times = run_set(dirs, label, items, names, reps, args.repeat, args.chunks)
                 print(report(times, len(items)))
                 if Directory.name in times:
                     print('\nDirectoryStash: ' + '; '.join(check_targets(times)), flush=True)
