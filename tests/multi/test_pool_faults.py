@@ -8,6 +8,8 @@ record it (and only it) as a failure that names the key and the cause.
 
 from __future__ import annotations
 
+import subprocess
+import sys
 from pathlib import Path
 
 import pytest
@@ -92,3 +94,17 @@ def test_an_unpicklable_factory_is_refused_before_any_worker_starts(tmp_path: Pa
     pending = (n for n in range(3))  # generators cannot be pickled, even by dill
     with pytest.raises(BatchError, match='cannot send the job to worker processes'):
         run(tmp_path, 'fork', lambda k: (pending, k))  # type: ignore[arg-type]
+
+
+def test_spawned_workers_of_an_unguarded_script_stop_the_batch_with_a_hint(tmp_path: Path) -> None:
+    script = tmp_path / 'unguarded.py'
+    script.write_text(
+        'from stashworks import DirectoryStash, MultiProcessFactoryStash\n'
+        f'stash = MultiProcessFactoryStash(DirectoryStash({str(tmp_path / "out")!r}), factory=str.upper,\n'
+        "    keys=['a', 'b'], workers=1, start_method='spawn', progress=False)\n"
+        'stash.prime()\n'
+    )
+    done = subprocess.run([sys.executable, str(script)], capture_output=True, text=True, timeout=60)
+    assert done.returncode != 0
+    assert 'BatchError' in done.stderr
+    assert "if __name__ == '__main__':" in done.stderr

@@ -292,7 +292,17 @@ class LocalPoolExecutor(Executor):
         )
         # Not a daemon: a daemonic worker could not start processes of its
         # own; shutdown() reaps every worker instead.
-        proc.start()
+        try:
+            proc.start()
+        except BaseException:
+            # Ctrl-C half-way through a start: a worker nobody tracks must
+            # not outlive this call.
+            if proc.pid is not None:
+                proc.kill()
+                proc.join(2.0)
+            for conn in (task_r, task_w, result_r, result_w):
+                conn.close()
+            raise
         self._started += 1
         # The child's ends belong to the child now.
         task_r.close()
@@ -357,6 +367,12 @@ class LocalPoolExecutor(Executor):
                 msg = w.result_r.recv()
             except (EOFError, OSError):
                 return
+            except Exception as exc:
+                # A message cut short by the worker's death: what follows
+                # cannot be trusted; its sentinel reports the death.
+                logger.warning('unreadable message from worker %d: %s: %s', w.pid, type(exc).__name__, exc)
+                w.close()
+                return
             self._handle(w, msg)
 
     def _reap(self, w: _Worker) -> None:
@@ -371,7 +387,15 @@ class LocalPoolExecutor(Executor):
         if not w.ready:
             self._start_failures += 1
             if self._start_failures >= MAX_START_FAILURES:
-                raise ExecutorError(f'{self._start_failures} workers in a row died before they were ready ({reason})')
+                hint = ''
+                if self._ctx.get_start_method() != 'fork':
+                    hint = (
+                        f'; with the {self._ctx.get_start_method()!r} start method, a script must start '
+                        f'its batch under "if __name__ == \'__main__\':"'
+                    )
+                raise ExecutorError(
+                    f'{self._start_failures} workers in a row died before they were ready ({reason}){hint}'
+                )
         requeue: list[Chunk] = []
         for chunk in w.chunks:
             if chunk.id in w.started:
@@ -409,7 +433,8 @@ class LocalPoolExecutor(Executor):
                     return
             by_obj: dict[Any, tuple[_Worker, bool]] = {}
             for w in self._workers:
-                by_obj[w.result_r] = (w, False)
+                if not w.closed:
+                    by_obj[w.result_r] = (w, False)
                 by_obj[w.proc.sentinel] = (w, True)
             ready = wait(list(by_obj), timeout=wait_for)
             dead: list[_Worker] = []

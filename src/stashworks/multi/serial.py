@@ -25,6 +25,8 @@ class SerialExecutor(Executor):
     """
 
     item_events = True
+    #: Chunks run in the calling process, so an in-memory delegate works.
+    in_process = True
 
     def __init__(self) -> None:
         self._job: Optional['Job'] = None

@@ -180,7 +180,8 @@ class MultiProcessStash(PrimablePreemptiveStash):
         )
 
     def _in_process(self) -> bool:
-        return isinstance(self.executor, SerialExecutor) or self.executor == 'serial'
+        # Executors that run chunks in this process say so with in_process.
+        return self.executor == 'serial' or bool(getattr(self.executor, 'in_process', False))
 
     def _check_reachable(self, job: Job) -> None:
         if self._in_process():
