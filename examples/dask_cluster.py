@@ -19,8 +19,7 @@ from pathlib import Path
 
 from distributed import Client, LocalCluster
 
-from stashworks import DaskExecutor, DirectoryStash
-from stashworks.multi import MultiProcessFactoryStash
+from stashworks import DaskExecutor, DirectoryStash, MultiProcessFactoryStash
 
 
 def fingerprint(key: str) -> str:
