@@ -326,8 +326,19 @@ def test_corrupt_status_file_is_one_line_and_exit_1(out: Path) -> None:
         ['rm', 'dir'],
         ['run', 'cli_jobs:square', '--out', 'x'],
         ['demo', '--workers', 'lots'],
+        ['demo', '--limit', '-1'],
+        ['run', 'cli_jobs:square', '--keys', 'cli_jobs:KEYS', '--out', 'x', '--chunk-size', '-3'],
     ],
-    ids=['no-command', 'unknown-command', 'show-no-args', 'rm-no-keys', 'run-no-keys', 'bad-workers'],
+    ids=[
+        'no-command',
+        'unknown-command',
+        'show-no-args',
+        'rm-no-keys',
+        'run-no-keys',
+        'bad-workers',
+        'negative-limit',
+        'negative-chunk-size',
+    ],
 )
 def test_usage_errors_are_one_line_and_exit_2(args: list[str]) -> None:
     proc = stashworks(*args)

@@ -48,6 +48,17 @@ def _version() -> str:
     return __version__
 
 
+def _count(text: str) -> int:
+    """An integer option that cannot be negative."""
+    try:
+        value = int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f'expected an integer, not {text!r}') from None
+    if value < 0:
+        raise argparse.ArgumentTypeError(f'must be >= 0, not {value}')
+    return value
+
+
 def _add_batch_options(parser: argparse.ArgumentParser) -> None:
     parser.add_argument(
         '--workers',
@@ -57,7 +68,7 @@ def _add_batch_options(parser: argparse.ArgumentParser) -> None:
         metavar='N',
         help='worker processes: N, 0 for all usable CPUs (default), -N for all but N, or a fraction such as 0.5',
     )
-    parser.add_argument('--chunk-size', type=int, default=0, metavar='N', help='keys per chunk (default: automatic)')
+    parser.add_argument('--chunk-size', type=_count, default=0, metavar='N', help='keys per chunk (default: automatic)')
     parser.add_argument(
         '--retry-failures', action='store_true', help='compute the keys that failed in an earlier run again'
     )
@@ -90,7 +101,7 @@ def build_parser() -> argparse.ArgumentParser:
         '--out', '-o', default=DEFAULT_DEMO_OUT, metavar='DIR', help=f'output folder (default: ./{DEFAULT_DEMO_OUT})'
     )
     demo.add_argument(
-        '--limit', '-n', type=int, default=None, metavar='N', help='only the first N files (sorted by path)'
+        '--limit', '-n', type=_count, default=None, metavar='N', help='only the first N files (sorted by path)'
     )
     demo.add_argument('--source', metavar='DIR', help='parse this tree instead of the standard library')
     _add_batch_options(demo)
@@ -128,7 +139,7 @@ def build_parser() -> argparse.ArgumentParser:
     show.add_argument('--raw', action='store_true', help='write the stored bytes (a pickle) to stdout')
     show.add_argument(
         '--max-chars',
-        type=int,
+        type=_count,
         default=DEFAULT_MAX_CHARS,
         metavar='N',
         help=f'cut the rendering after N characters (default {DEFAULT_MAX_CHARS}, 0 for no limit)',
@@ -183,3 +194,10 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
         if args.verbose:
             traceback.print_exc()
         return _fail(f'{exc}' if isinstance(exc, StashError) else f'{type(exc).__name__}: {exc}', EXIT_FAILURE)
+    except Exception as exc:
+        # A bug (ours or in a batch option's validation): still one line,
+        # with the way to see more.
+        if args.verbose:
+            traceback.print_exc()
+            return _fail(f'{type(exc).__name__}: {exc}', EXIT_FAILURE)
+        return _fail(f'{type(exc).__name__}: {exc} (--verbose shows the traceback)', EXIT_FAILURE)

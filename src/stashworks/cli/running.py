@@ -9,7 +9,7 @@ from pathlib import Path
 from typing import Any, Callable
 
 from ..directory import DirectoryStash
-from .common import EXIT_FAILURE, EXIT_INTERRUPTED, CliError, UsageError, echo, format_duration
+from .common import EXIT_FAILURE, EXIT_INTERRUPTED, CliError, echo, format_duration
 from .layout import BatchDir
 from .loading import add_cwd_to_path, import_function, load_keys
 
@@ -144,8 +144,6 @@ def cmd_demo(args: argparse.Namespace) -> int:
     from .. import demo
 
     root = Path(args.source) if args.source else demo.stdlib_root()
-    if args.limit is not None and args.limit < 0:
-        raise UsageError(f'--limit must be >= 0, not {args.limit}')
     try:
         keys = demo.source_files(root, args.limit)
     except NotADirectoryError as exc:
