@@ -28,12 +28,12 @@ HERE = Path(__file__).resolve().parent
 N = 30
 
 
-def start_parent(tmp_path: Path, method: str, sleep: float = 0.1) -> subprocess.Popen[str]:
+def start_parent(tmp_path: Path, method: str, sleep: float = 0.1, session: bool = False) -> subprocess.Popen[str]:
     markers = tmp_path / 'markers'
     markers.mkdir(exist_ok=True)
     script = str(HERE / 'batch_parent.py')
     cmd = [sys.executable, script, str(tmp_path / 'out'), str(markers), str(N), str(sleep), method]
-    return subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    return subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, start_new_session=session)
 
 
 def workers_of(proc: subprocess.Popen[str]) -> list[psutil.Process]:
@@ -116,3 +116,20 @@ def test_parent_killed_mid_batch_then_rerun_computes_only_the_missing(tmp_path: 
     # worker) were computed twice.
     counts = computations(tmp_path / 'markers')
     assert sum(counts.values()) <= N + 2
+
+
+def test_ctrl_c_at_a_terminal_reaches_workers_too_but_only_the_parent_decides(
+    tmp_path: Path, start_method: str
+) -> None:
+    # A terminal sends SIGINT to the whole foreground process group.
+    proc = start_parent(tmp_path, start_method, session=True)
+    assert wait_for(lambda: started(tmp_path, 6), 30)
+    children = workers_of(proc)
+    os.killpg(proc.pid, signal.SIGINT)
+    _, err = proc.communicate(timeout=10)
+    assert proc.returncode == 130, err
+    assert wait_for(lambda: gone(children), 5)
+    # The workers ignored SIGINT: no KeyboardInterrupt traceback from any
+    # of them (they share the parent's stderr).
+    assert 'Traceback' not in err
+    assert_resumed(tmp_path, set(DirectoryStash(tmp_path / 'out').keys()), start_method)
