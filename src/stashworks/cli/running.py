@@ -8,6 +8,7 @@ import shlex
 from pathlib import Path
 from typing import Any, Callable
 
+from .. import BatchResult, MultiProcessFactoryStash
 from ..directory import DirectoryStash
 from .common import EXIT_FAILURE, EXIT_INTERRUPTED, CliError, echo, format_duration
 from .layout import BatchDir
@@ -40,10 +41,10 @@ def parse_workers(text: str) -> int | float:
     return value
 
 
-def _batch(out: Path, func: Callable[[str], Any], keys: list[str], args: argparse.Namespace) -> Any:
+def _batch(
+    out: Path, func: Callable[[str], Any], keys: list[str], args: argparse.Namespace
+) -> MultiProcessFactoryStash:
     """Build the batch stash: ``func`` over ``keys`` into ``DirectoryStash(out)``."""
-    from .. import MultiProcessFactoryStash
-
     return MultiProcessFactoryStash(
         DirectoryStash(out),
         func,
@@ -54,7 +55,7 @@ def _batch(out: Path, func: Callable[[str], Any], keys: list[str], args: argpars
     )
 
 
-def _execute(stash: Any, retry_failures: bool) -> Any:
+def _execute(stash: MultiProcessFactoryStash, retry_failures: bool) -> BatchResult:
     """Run the batch (after forgetting its failures, with ``retry_failures``).
 
     Raises:
@@ -63,14 +64,14 @@ def _execute(stash: Any, retry_failures: bool) -> Any:
     return stash.retry_failures() if retry_failures else stash.prime()
 
 
-def _rate(result: Any) -> str:
+def _rate(result: BatchResult) -> str:
     count = result.computed + result.failed
     if result.elapsed <= 0 or count == 0:
         return ''
     return f' ({count / result.elapsed:.1f} items/s)'
 
 
-def _summary(result: Any) -> str:
+def _summary(result: BatchResult) -> str:
     done_now = result.done_before + result.computed
     return (
         f'{done_now} of {result.total} done: {result.done_before} before, {result.computed} now, '
@@ -78,7 +79,7 @@ def _summary(result: Any) -> str:
     )
 
 
-def _all_done_before(result: Any) -> bool:
+def _all_done_before(result: BatchResult) -> bool:
     return not (result.computed or result.failed or result.interrupted)
 
 
