@@ -188,21 +188,21 @@ def test_run_with_a_malformed_function_is_a_usage_error(tmp_path: Path) -> None:
 
 def test_status_follows_a_running_batch_then_sees_it_finished(tmp_path: Path) -> None:
     out = tmp_path / 'out'
-    keys = _keys_file(tmp_path, [f'k{i:02d}' for i in range(30)])
+    keys = _keys_file(tmp_path, [f'k{i:02d}' for i in range(60)])
     proc = start_stashworks('run', 'cli_jobs:logged_slow', '--keys', keys, '--out', out, *FAST, CLI_JOBS_DELAY='0.1')
     try:
         status_file = out / '.stashworks' / 'status.json'
         _wait_for(lambda: status_file.exists() and len(DirectoryStash(out)) >= 2, what='a running batch')
         running = json.loads(stashworks('status', out, '--json').stdout)
         assert (running['state'], running['alive'], running['batch']['pid']) == ('running', True, proc.pid)
-        assert running['batch']['total'] == 30
-        assert 2 <= running['done'] < 30
+        assert running['batch']['total'] == 60
+        assert 2 <= running['done'] < 60
         assert proc.wait(timeout=60) == 0
     finally:
         proc.kill()
         proc.communicate()
     finished = json.loads(stashworks('status', out, '--json').stdout)
-    assert (finished['state'], finished['alive'], finished['done']) == ('finished', False, 30)
+    assert (finished['state'], finished['alive'], finished['done']) == ('finished', False, 60)
     text = stashworks('status', out).stdout
     assert 'batch: finished' in text
     assert '(not running)' in text
