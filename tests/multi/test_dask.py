@@ -12,6 +12,7 @@ from __future__ import annotations
 import logging
 import operator
 import os
+import pickle
 import shutil
 import signal
 import subprocess
@@ -31,7 +32,7 @@ distributed = pytest.importorskip('distributed')
 dask = pytest.importorskip('dask')
 
 from stashworks import BatchError, DirectoryStash  # noqa: E402
-from stashworks.multi import MultiProcessFactoryStash  # noqa: E402
+from stashworks.multi import MultiProcessFactoryStash, MultiProcessStash  # noqa: E402
 from stashworks.multi.dask import ClusterError, DaskExecutor  # noqa: E402
 from stashworks.multi.executor import Chunk, ChunkReport  # noqa: E402
 from stashworks.multi.failures import FailureStash  # noqa: E402
@@ -143,6 +144,21 @@ class CountsLoads:
         return key * 2
 
 
+class Squares(MultiProcessStash):
+    """The subclass form: units from ``_create_data``, computed by ``_process``."""
+
+    def __init__(self, out: Path, n: int, executor: Any) -> None:
+        super().__init__(DirectoryStash(out), executor=executor, progress=False, chunk_size=3)
+        self.n = n
+
+    def _create_data(self) -> list[str]:
+        return [str(i) for i in range(self.n)]
+
+    def _process(self, units: list[str]) -> Any:
+        for unit in units:
+            yield unit, int(unit) ** 2
+
+
 def _stash(out: Path, factory: Callable[[str], Any], keys: list[str], executor: Any, **kwargs: Any) -> Any:
     kwargs.setdefault('chunk_size', 4)
     return MultiProcessFactoryStash(
@@ -197,6 +213,21 @@ def test_an_exception_on_an_item_is_a_failure_record_and_the_rest_complete(clien
     assert (record.error_type, record.message) == ('ValueError', 'cannot compute bad')
     assert 'fail_on_bad' in record.traceback
     assert sorted(DirectoryStash(tmp_path / 'out').keys()) == ['a', 'c', 'd', 'e']
+
+
+def test_the_subclass_form_runs_on_the_cluster(client: Any, tmp_path: Path) -> None:
+    stash = Squares(tmp_path / 'out', 20, DaskExecutor(client))
+
+    result = stash.prime()
+
+    assert (result.computed, result.failed) == (20, 0)
+    assert dict(stash.items()) == {str(i): i * i for i in range(20)}
+
+
+def test_a_pickled_executor_carries_the_scheduler_address_not_the_client(cluster: Any, client: Any) -> None:
+    copy = pickle.loads(pickle.dumps(DaskExecutor(client, backlog=3)))
+
+    assert (copy.address, copy.backlog, copy.client) == (cluster.scheduler_address, 3, None)
 
 
 def test_the_job_is_loaded_once_per_worker_not_once_per_chunk(client: Any, tmp_path: Path) -> None:

@@ -320,7 +320,10 @@ class DaskExecutor(Executor):
     def start(self, job: 'Job', workers: int) -> None:
         """Connect, check the shared paths and install ``job`` on every worker.
 
-        ``workers`` is ignored: the cluster's size decides.
+        The cluster's size decides how many chunks run at once; a
+        ``workers`` smaller than the cluster's thread count is logged as a
+        warning, since the batch keeps only about two chunks per worker in
+        flight.
 
         Raises:
             ClusterError: the scheduler cannot be reached or has no worker,
@@ -340,14 +343,22 @@ class DaskExecutor(Executor):
         except BaseException:
             self.shutdown(cancel=True)
             raise
-        info = client.scheduler_info()
-        n_workers = len(info.get('workers', {}))
-        self._threads = sum(w.get('nthreads', 0) for w in info.get('workers', {}).values())
+        nthreads = client.nthreads()
+        self._threads = sum(nthreads.values())
         self._threads_read = time.monotonic()
-        self._description = f'Dask cluster at {client.scheduler.address} ({n_workers} workers, {self._threads} threads)'
-        if workers:
-            logger.debug('ignoring workers=%d: the Dask cluster decides how many workers run', workers)
+        address = client.scheduler.address
+        self._description = f'Dask cluster at {address} ({len(nthreads)} workers, {self._threads} threads)'
         logger.info('running on %s', self._description)
+        if 0 < workers < self._threads:
+            # The batch keeps about two chunks per worker in flight and sizes
+            # them for ``workers``: fewer than the cluster's threads idles some.
+            logger.warning(
+                'the batch is sized for %d workers but %s has %d threads; pass workers=%d to use them all',
+                workers,
+                self._description,
+                self._threads,
+                self._threads,
+            )
 
     def submit(self, chunk: Chunk) -> None:
         if not self._started:
