@@ -13,6 +13,7 @@ import logging
 import operator
 import os
 import pickle
+import re
 import shutil
 import signal
 import subprocess
@@ -419,8 +420,16 @@ def test_a_shared_path_this_machine_cannot_create_is_reported(client: Any, tmp_p
     out = tmp_path / 'file' / 'out'
     job = FactoryJob(DirectoryStash(out), FailureStash.beside(out), double)
 
-    with pytest.raises(ClusterError, match=f'cannot write to the shared directory {out}'):
+    with pytest.raises(ClusterError, match=re.escape(f'cannot write to the shared directory {out}')):
         DaskExecutor(client).start(job, 2)
+
+
+def test_an_unreachable_scheduler_is_reported_with_its_address(tmp_path: Path) -> None:
+    out = tmp_path / 'out'
+    job = FactoryJob(DirectoryStash(out), FailureStash.beside(out), double)
+
+    with pytest.raises(ClusterError, match=re.escape('cannot connect to the Dask scheduler at tcp://127.0.0.1:1')):
+        DaskExecutor('tcp://127.0.0.1:1', timeout=1).start(job, 1)
 
 
 def test_a_job_the_workers_cannot_load_is_reported_with_the_worker(
