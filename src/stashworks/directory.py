@@ -213,7 +213,9 @@ class DirectoryStash(CloseableStash):
     def load(self, key: str) -> Any:
         path = self._item_path(key)
         try:
-            fh = open(path, 'rb')
+            # Opened outside `with` so that only a missing file means a
+            # missing key; errors while reading are corruption.
+            fh = open(path, 'rb')  # noqa: SIM115
         except (FileNotFoundError, NotADirectoryError):
             raise self.missing_error(key) from None
         with fh:
