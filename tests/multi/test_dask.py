@@ -192,9 +192,10 @@ class StopAfter:
 # -- a full batch -----------------------------------------------------------------
 
 
-def test_a_batch_on_the_cluster_computes_every_key(client: Any, tmp_path: Path) -> None:
+@pytest.mark.parametrize('backlog', [0, None], ids=['one-chunk-per-thread', 'every-chunk-at-once'])
+def test_a_batch_on_the_cluster_computes_every_key(client: Any, tmp_path: Path, backlog: int | None) -> None:
     keys = _keys(40)
-    stash = _stash(tmp_path / 'out', double, keys, DaskExecutor(client))
+    stash = _stash(tmp_path / 'out', double, keys, DaskExecutor(client, backlog=backlog))
 
     result = stash.prime()
 

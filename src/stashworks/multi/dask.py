@@ -395,7 +395,7 @@ class DaskExecutor(Executor):
                 if futures and cancel:
                     self._cancelling = True
                     logger.info('cancelling %d chunks on %s', len(futures), self.description)
-                    client.cancel(futures, reason='stashworks batch stopped')
+                    client.cancel(futures)
                 elif futures:
                     distributed.wait(futures)
                 self._uninstall(client)
