@@ -280,7 +280,7 @@ def test_ctrl_c_stops_running_chunks_and_leaves_the_clients_cluster_usable(clien
     ctrl_c.start()
     with pytest.raises(KeyboardInterrupt):
         stash.prime()
-    time.sleep(0.5)  # a chunk notices its cancellation within 0.2 s and one item
+    time.sleep(1.0)  # a chunk notices its cancellation within 0.2 s and one item
     settled = len(os.listdir(marks))
     time.sleep(0.5)
 
