@@ -255,6 +255,43 @@ class SqliteDict(Mapping):
 CONTENDERS: dict[str, type[Contender]] = {c.name: c for c in (Directory, RawAtomic, Raw, DiskCache, Shelve, SqliteDict)}
 
 
+def directory_at(rev: str) -> type[Contender]:
+    """A contender running ``DirectoryStash`` as it was at git revision ``rev``, to measure a change.
+
+    ``directory.py`` and ``_atomic.py`` are taken from ``rev``; everything
+    they import besides each other comes from the current tree.
+    """
+    import importlib.util
+    import subprocess
+
+    repo = Path(__file__).resolve().parent.parent
+    tag = ''.join(ch if ch.isalnum() else '_' for ch in rev)
+    modules = {}
+    for mod in ('_atomic', 'directory'):
+        source = subprocess.run(
+            ['git', 'show', f'{rev}:src/stashworks/{mod}.py'], cwd=repo, check=True, capture_output=True, text=True
+        ).stdout
+        # The old directory.py must use the old _atomic.py, not today's.
+        source = source.replace('from ._atomic import', f'from ._atomic_at_{tag} import')
+        name = f'stashworks.{mod}_at_{tag}'
+        spec = importlib.util.spec_from_loader(name, loader=None)
+        assert spec is not None
+        module = importlib.util.module_from_spec(spec)
+        module.__package__ = 'stashworks'
+        sys.modules[name] = module
+        exec(compile(source, f'{rev}:src/stashworks/{mod}.py', 'exec'), module.__dict__)
+        modules[mod] = module
+    old_class = modules['directory'].DirectoryStash
+
+    class OldDirectory(Directory):
+        name = f'DirectoryStash@{rev}'
+
+        def open(self, folder: Path) -> None:
+            self.store = old_class(folder)
+
+    return OldDirectory
+
+
 # -- data --------------------------------------------------------------------------------------------
 
 
@@ -438,6 +475,12 @@ def main(argv: Sequence[str] | None = None) -> int:
         help=f'comma-separated subset of: {", ".join(CONTENDERS)} (raw atomic is always included)',
     )
     parser.add_argument('--chunks', type=int, default=20, help='turns the contenders take per operation (default 20)')
+    parser.add_argument(
+        '--rev',
+        action='append',
+        default=[],
+        help='also run DirectoryStash as it was at this git revision (repeatable), to measure a change',
+    )
     parser.add_argument('--keep', action='store_true', help='keep the written folders')
     args = parser.parse_args(argv)
 
@@ -447,6 +490,10 @@ def main(argv: Sequence[str] | None = None) -> int:
         parser.error(f'unknown contenders: {unknown}')
     if BASELINE not in names:
         names.insert(0, BASELINE)
+    for rev in args.rev:
+        old = directory_at(rev)
+        CONTENDERS[old.name] = old
+        names.append(old.name)
     rng = random.Random(20261127)
     sets = []
     if args.small:
