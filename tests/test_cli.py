@@ -96,6 +96,14 @@ def test_demo_progress_bar_goes_to_stderr_when_asked(tmp_path: Path) -> None:
     assert '3/3' not in proc.stdout
 
 
+def test_demo_with_a_progress_bar_prints_its_summary_once(tmp_path: Path) -> None:
+    proc = stashworks('demo', '--out', tmp_path / 'demo', '--limit', '3', '--workers', '2', '--progress')
+    assert proc.returncode == 0, proc.stderr
+    both = proc.stdout + proc.stderr
+    assert both.count('0 done before, 3 computed now, 0 failed') == 1, both
+    assert 'done: 0 before, 3 now' not in both
+
+
 # -- run -------------------------------------------------------------------
 
 

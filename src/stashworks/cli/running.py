@@ -5,6 +5,7 @@ from __future__ import annotations
 import argparse
 import logging
 import shlex
+import sys
 from pathlib import Path
 from typing import Any, Callable
 
@@ -79,6 +80,14 @@ def _summary(result: BatchResult) -> str:
     )
 
 
+def _echo_summary(result: BatchResult, args: argparse.Namespace) -> None:
+    # With a progress bar, the batch itself prints its summary under the
+    # bar; a second one here would only repeat it.
+    bar_shown = sys.stderr.isatty() if args.progress is None else args.progress
+    if not bar_shown:
+        echo(_summary(result))
+
+
 def _all_done_before(result: BatchResult) -> bool:
     return not (result.computed or result.failed or result.interrupted)
 
@@ -118,7 +127,7 @@ def cmd_run(args: argparse.Namespace) -> int:
     if _all_done_before(result) and not result.failed_before:
         echo(f'all {result.total} keys already done in {out}; nothing to compute')
         return 0
-    echo(_summary(result))
+    _echo_summary(result, args)
     failed = _failed_keys(out, keys)
     if not failed:
         return 0
@@ -162,7 +171,7 @@ def cmd_demo(args: argparse.Namespace) -> int:
             f'all {result.total} items already done ({result.done_before} stored, {failed} failed); nothing to compute'
         )
     else:
-        echo(_summary(result))
+        _echo_summary(result, args)
     if failed:
         why = (
             'the standard library ships broken files on purpose (bad-syntax and bad-encoding test data), '

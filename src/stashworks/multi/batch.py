@@ -75,6 +75,9 @@ class BatchResult:
         if self.failed_before:
             text += f' ({self.failed_before} failed before, not retried)'
         text += f', {self.elapsed:.1f}s'
+        settled = self.computed + self.failed
+        if settled and self.elapsed > 0:
+            text += f' ({settled / self.elapsed:.1f} items/s)'
         if self.interrupted:
             text += f'; interrupted with {self.missing} left'
         return text
