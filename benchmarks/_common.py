@@ -27,6 +27,7 @@ __all__ = [
     'machine_note',
     'median_ratio',
     'min_time',
+    'ratios',
     'rotated',
     'time_once',
 ]
@@ -75,9 +76,14 @@ def median_ratio(times: Sequence[float], baseline: Sequence[float]) -> float:
     Above 1 means faster than the baseline.  Each ratio pairs two figures
     from the same rep, so a slow moment on the machine cancels out.
     """
+    return statistics.median(ratios(times, baseline))
+
+
+def ratios(times: Sequence[float], baseline: Sequence[float]) -> list[float]:
+    """Per-rep ``baseline[i] / times[i]``; their spread shows how noisy a figure is."""
     if len(times) != len(baseline) or not times:
         raise ValueError(f'need equally many reps, got {len(times)} and {len(baseline)}')
-    return statistics.median(b / t for t, b in zip(times, baseline, strict=True))
+    return [b / t for t, b in zip(times, baseline, strict=True)]
 
 
 def format_table(headers: Sequence[str], rows: Iterable[Sequence[str]]) -> str:

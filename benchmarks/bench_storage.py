@@ -33,7 +33,7 @@ from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import Any, TypeVar
 
-from _common import RunDirs, format_table, machine_note, median_ratio, rotated
+from _common import RunDirs, format_table, machine_note, median_ratio, ratios, rotated
 
 from stashworks import DirectoryStash
 
@@ -423,8 +423,14 @@ def run_set(
     return times
 
 
+def ratio_cell(times: Sequence[float], baseline: Sequence[float]) -> str:
+    """The median ratio, and the range of the per-rep ratios it is the median of."""
+    r = ratios(times, baseline)
+    return f'{statistics.median(r):.2f}x ({min(r):.2f}-{max(r):.2f})'
+
+
 def report(times: dict[str, dict[str, list[float]]], n: int) -> str:
-    """Two Markdown tables: throughput (median over reps) and ratio to raw atomic files."""
+    """Two Markdown tables: throughput (median over reps) and ratio to raw atomic files (median, range)."""
     base = times[BASELINE]
     speed = []
     ratio = []
@@ -432,7 +438,7 @@ def report(times: dict[str, dict[str, list[float]]], n: int) -> str:
         per_item = [f'{n / statistics.median(t[op]):,.0f}' for op in ('write', 'read', 'exists')]
         per_call = [f'{statistics.median(t[op]) * 1e3:.2f}' for op in ('keys', 'len')]
         speed.append([name, *per_item, *per_call])
-        ratio.append([name, *(f'{median_ratio(t[op], base[op]):.2f}x' for op in OPS)])
+        ratio.append([name, *(ratio_cell(t[op], base[op]) for op in OPS)])
     return '\n\n'.join(
         [
             format_table(['items/s; ms per call', 'write /s', 'read /s', 'exists /s', 'keys() ms', 'len() ms'], speed),
