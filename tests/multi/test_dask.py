@@ -304,6 +304,24 @@ def test_a_client_created_from_an_address_is_closed_at_the_end(cluster: Any, cli
     assert client.status == 'running'
 
 
+@pytest.mark.parametrize('by', ['client', 'address'])
+def test_workers_0_sizes_the_batch_by_the_clusters_threads_not_this_machines_cpus(
+    cluster: Any, client: Any, tmp_path: Path, monkeypatch: pytest.MonkeyPatch, by: str
+) -> None:
+    import stashworks.multi.workers as workers_module
+
+    # Pretend this machine has 16 CPUs: the batch must still size itself
+    # by the cluster's 2 threads.
+    monkeypatch.setattr(workers_module, 'usable_cpus', lambda: 16)
+    executor = DaskExecutor(client if by == 'client' else cluster.scheduler_address)
+    stash = _stash(tmp_path / 'out', double, _keys(40), executor)
+
+    result = stash.prime()
+
+    assert (result.computed, result.workers) == (40, 2)
+    assert executor.client is None or by == 'client'
+
+
 # -- cluster realities -----------------------------------------------------------
 
 

@@ -276,6 +276,7 @@ class DaskExecutor(Executor):
         self.backlog = backlog
         self.check_paths = check_paths
         self.timeout = timeout
+        self._early_client: Optional[distributed.Client] = None
         self._reset()
 
     def _reset(self) -> None:
@@ -316,6 +317,24 @@ class DaskExecutor(Executor):
         return f'Dask cluster at {self.address}'
 
     # -- Executor ----------------------------------------------------------
+
+    def capacity(self) -> Optional[int]:
+        """The cluster's thread count (connecting to the scheduler if needed).
+
+        Raises:
+            ClusterError: the scheduler cannot be reached.
+        """
+        client = self._user_client
+        if client is None:
+            if self._early_client is None:
+                self._early_client = self._open_client()
+            client = self._early_client
+        try:
+            threads = sum(client.nthreads().values())
+        except Exception as exc:
+            logger.debug('cannot read the thread count of %s: %s', self.description, exc)
+            return None
+        return threads or None
 
     def start(self, job: 'Job', workers: int) -> None:
         """Connect, check the shared paths and install ``job`` on every worker.
@@ -414,12 +433,18 @@ class DaskExecutor(Executor):
                 raise ClusterError(f'the Dask client given to DaskExecutor is {self._user_client.status}')
             self._client = self._user_client
             return self._client
-        try:
-            client = distributed.Client(self.address, timeout=self.timeout, set_as_default=False)
-        except (OSError, TimeoutError) as exc:
-            raise ClusterError(f'cannot connect to the Dask scheduler at {self.address}: {exc}') from exc
+        # capacity() may have connected already: use that client.
+        client, self._early_client = self._early_client, None
+        if client is None:
+            client = self._open_client()
         self._client, self._own_client = client, True
         return client
+
+    def _open_client(self) -> 'distributed.Client':
+        try:
+            return distributed.Client(self.address, timeout=self.timeout, set_as_default=False)
+        except (OSError, TimeoutError) as exc:
+            raise ClusterError(f'cannot connect to the Dask scheduler at {self.address}: {exc}') from exc
 
     def _wait_for_workers(self, client: 'distributed.Client') -> None:
         try:

@@ -132,6 +132,16 @@ class Executor(abc.ABC):
                 (Ctrl-C) instead of waiting for them to finish.
         """
 
+    def capacity(self) -> Optional[int]:
+        """How many chunks the executor can run at once on its own, if it knows.
+
+        A cluster knows its thread count; the batch then reads its
+        ``workers`` setting against that number instead of this machine's
+        CPUs (``0`` means every cluster thread).  ``None`` (the default)
+        leaves the count to this machine's CPUs.
+        """
+        return None
+
     @property
     def description(self) -> str:
         """A short human name, such as ``'local pool (2 workers)'``."""

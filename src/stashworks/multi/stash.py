@@ -198,6 +198,10 @@ class MultiProcessStash(PrimablePreemptiveStash):
         if self._in_process():
             return 1
         jobs = math.ceil(missing / self.chunk_size) if self.chunk_size else missing
+        # A cluster sizes the batch by its own threads, not this machine's CPUs.
+        slots = self.executor.capacity() if isinstance(self.executor, Executor) else None
+        if slots is not None:
+            return resolve_workers(self.workers, jobs=jobs, cpus=max(1, slots))
         return resolve_workers(self.workers, jobs=jobs, memory_per_worker=self.memory_limit)
 
     def prime(self) -> BatchResult:  # type: ignore[override]
