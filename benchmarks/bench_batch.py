@@ -112,6 +112,7 @@ def compute_and_write_chunk(folder: str, work: Work, keys: list[str]) -> int:
 
 
 def run_serial(keys: list[str], folder: str, work: Work, workers: int) -> dict[str, Any]:
+    """A plain loop; also sums the time spent computing, for the ideal."""
     compute = 0.0
     clock = time.perf_counter
     for key in keys:
@@ -123,6 +124,7 @@ def run_serial(keys: list[str], folder: str, work: Work, workers: int) -> dict[s
 
 
 def run_pool(keys: list[str], folder: str, work: Work, workers: int) -> dict[str, Any]:
+    """The hand-written baseline: chunks of ``ceil(n / (4 * workers))`` keys on a ProcessPoolExecutor."""
     size = max(1, math.ceil(len(keys) / (4 * workers)))
     with ProcessPoolExecutor(workers) as ex:
         futures = [
@@ -134,6 +136,7 @@ def run_pool(keys: list[str], folder: str, work: Work, workers: int) -> dict[str
 
 
 def run_joblib(keys: list[str], folder: str, work: Work, workers: int) -> dict[str, Any]:
+    """``joblib.Parallel`` with its defaults, one call per key."""
     from joblib import Parallel, delayed
 
     Parallel(n_jobs=workers)(delayed(compute_and_write)(folder, work, key) for key in keys)
@@ -148,6 +151,7 @@ def after_joblib() -> None:
 
 
 def run_mpire(keys: list[str], folder: str, work: Work, workers: int) -> dict[str, Any]:
+    """``mpire.WorkerPool.map`` with its defaults (automatic chunks)."""
     from mpire import WorkerPool
 
     with WorkerPool(n_jobs=workers) as pool:
@@ -156,6 +160,7 @@ def run_mpire(keys: list[str], folder: str, work: Work, workers: int) -> dict[st
 
 
 def run_stashworks(keys: list[str], folder: str, work: Work, workers: int) -> dict[str, Any]:
+    """``MultiProcessFactoryStash(...).prime()`` into a DirectoryStash."""
     from stashworks import DirectoryStash, MultiProcessFactoryStash
 
     stash = MultiProcessFactoryStash(DirectoryStash(folder), work, keys=keys, workers=workers, progress=False)
