@@ -7,6 +7,12 @@ feeds an :class:`~stashworks.multi.executor.Executor`, and handles what
 comes back: item events for the progress bar, chunk reports, and chunks
 lost with their worker (whose culprit key is isolated and retried a
 bounded number of times before it is recorded as a failure).
+
+Items are counted per message, not per key, unless an ``on_event`` hook
+asks for one event per item: with tiny items the parent's per-key work
+would compete with the workers for the CPUs.  The counts from item
+messages are provisional; a chunk's report (or, for a chunk lost with its
+worker, what the delegate and the failure store hold) settles them.
 """
 
 from __future__ import annotations
@@ -19,11 +25,11 @@ from collections import deque
 from dataclasses import dataclass, field
 from pathlib import Path
 from types import FrameType
-from typing import Any, Callable, Iterable, Iterator, Optional, Union
+from typing import Any, Callable, Iterable, Iterator, Optional, Sequence, Union
 
 from ..errors import BatchError
 from .chunking import Chunker
-from .executor import Chunk, ChunkReport, Executor, ExecutorError, ItemEvent
+from .executor import Chunk, ChunkReport, Executor, ExecutorError, ItemBatch, ItemEvent
 from .failures import FailureRecord, utc_now
 from .job import Job
 from .progress import BatchEvent, EventHook, ProgressBar
@@ -174,7 +180,12 @@ class _Run:
         self.next_id = 0
         self.retry: deque[Chunk] = deque()
         self.in_flight: dict[int, Chunk] = {}
+        #: per chunk in flight, ``[written, failed]`` items counted so far
+        self.tally: dict[int, list[int]] = {}
+        #: per chunk in flight, the keys already counted (only when an
+        #: ``on_event`` hook wants one event per item)
         self.counted: dict[int, set[str]] = {}
+        self.per_item = opts.on_event is not None
         self.chunker = Chunker(opts.chunk_size, result.workers)
         self.bar = ProgressBar(
             result.total, result.done_before + result.failed_before, result.failed_before, opts.progress, opts.desc
@@ -198,18 +209,46 @@ class _Run:
         if hook is not None:
             hook(BatchEvent(kind, total=self.result.total, done=self.done, failed=self.failed, **kw))
 
+    def count(self, chunk_id: int, done: int, failed: int) -> None:
+        """Add ``done`` written and ``failed`` failed items of a chunk to the counts and the bar."""
+        if not done and not failed:
+            return
+        tally = self.tally.setdefault(chunk_id, [0, 0])
+        tally[0] += done
+        tally[1] += failed
+        self.result.computed += done
+        self.result.failed += failed
+        self.bar.advance_many(done, failed)
+
     def settle(self, chunk_id: int, key: str, ok: bool) -> None:
-        """Count one item, once, whichever report tells of it first."""
+        """Count one item, once, whichever report tells of it first (per-item mode)."""
         seen = self.counted.setdefault(chunk_id, set())
         if key in seen:
             return
         seen.add(key)
-        if ok:
-            self.result.computed += 1
-        else:
-            self.result.failed += 1
-        self.bar.advance(ok)
+        self.count(chunk_id, 1 if ok else 0, 0 if ok else 1)
         self.emit('item', key=key, ok=ok, chunk_id=chunk_id)
+
+    def progress(self, chunk_id: int, done: Sequence[str], failed: Sequence[str]) -> None:
+        """Items of a chunk in flight finished (provisional until its report)."""
+        if self.per_item:
+            for key in done:
+                self.settle(chunk_id, key, True)
+            for key in failed:
+                self.settle(chunk_id, key, False)
+        else:
+            self.count(chunk_id, len(done), len(failed))
+
+    def final(self, chunk_id: int, done: Sequence[str], failed: Sequence[str]) -> None:
+        """Settle a chunk's counts: ``done`` and ``failed`` are all its finished items."""
+        if self.per_item:
+            self.progress(chunk_id, done, failed)
+        else:
+            # The report is the authority; item messages only ran ahead.
+            counted = self.tally.get(chunk_id, (0, 0))
+            self.count(chunk_id, len(done) - counted[0], len(failed) - counted[1])
+        self.tally.pop(chunk_id, None)
+        self.counted.pop(chunk_id, None)
 
     # -- chunks ------------------------------------------------------------
 
@@ -256,14 +295,10 @@ class _Run:
         if chunk is None:
             logger.warning('report for unknown chunk %d ignored', report.chunk_id)
             return
-        for key in report.done:
-            self.settle(chunk.id, key, True)
-        for key in report.failed:
-            self.settle(chunk.id, key, False)
-        self.counted.pop(chunk.id, None)
         if report.lost:
             self.on_lost(chunk, report)
         else:
+            self.final(chunk.id, report.done, report.failed)
             settled = len(report.done) + len(report.failed)
             elapsed = report.extra.get('elapsed')
             if isinstance(elapsed, (int, float)) and settled:
@@ -280,18 +315,20 @@ class _Run:
         self.result.lost += 1
         finished = set(report.done) | set(report.failed)
         delegate, failures = self.job.delegate, self.job.failures
+        done, failed = list(report.done), list(report.failed)
         unfinished = []
         for key in chunk.keys:
             if key in finished:
                 continue
-            # Items the worker finished but could not report before dying.
+            # Items the worker finished but did not report (or whose item
+            # messages died with it): what the stores hold decides.
             if delegate.exists(key):
-                self.settle(chunk.id, key, True)
+                done.append(key)
             elif failures.exists(key):
-                self.settle(chunk.id, key, False)
+                failed.append(key)
             else:
                 unfinished.append(key)
-        self.counted.pop(chunk.id, None)
+        self.final(chunk.id, done, failed)
         reason = report.reason or 'worker lost'
         if not unfinished:
             return
@@ -320,16 +357,21 @@ class _Run:
                 failures.dump(culprit, record)
             except Exception as exc:
                 logger.error('cannot record failure of %r in %r: %s', culprit, failures, exc)
-            self.settle(chunk.id, culprit, False)
-            self.counted.pop(chunk.id, None)
+            self.final(chunk.id, (), (culprit,))
         else:
             self.resubmit(chunk, [culprit], chunk.attempt + 1)
         # The others were innocent bystanders: same attempt count.
         self.resubmit(chunk, rest, chunk.attempt)
 
-    def on_item(self, event: ItemEvent) -> None:
-        if event.chunk_id in self.in_flight:
-            self.settle(event.chunk_id, event.key, event.ok)
+    def on_items(self, event: Union[ItemEvent, ItemBatch]) -> None:
+        if event.chunk_id not in self.in_flight:
+            return
+        if isinstance(event, ItemBatch):
+            self.progress(event.chunk_id, event.done, event.failed)
+        elif event.ok:
+            self.progress(event.chunk_id, (event.key,), ())
+        else:
+            self.progress(event.chunk_id, (), (event.key,))
 
     # -- the loop ----------------------------------------------------------
 
@@ -344,7 +386,7 @@ class _Run:
                 if isinstance(report, ChunkReport):
                     self.on_report(report)
                     break  # top up before reading on
-                self.on_item(report)
+                self.on_items(report)
             self.status.update(self.done, self.failed)
 
 

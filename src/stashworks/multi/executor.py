@@ -18,7 +18,7 @@ from typing import TYPE_CHECKING, Callable, Iterator, Optional, Union
 if TYPE_CHECKING:
     from .job import Job
 
-__all__ = ['Chunk', 'ChunkReport', 'ItemEvent', 'Report', 'Executor', 'ExecutorError']
+__all__ = ['Chunk', 'ChunkReport', 'ItemBatch', 'ItemEvent', 'Report', 'Executor', 'ExecutorError']
 
 logger = logging.getLogger(__name__)
 
@@ -54,6 +54,25 @@ class ItemEvent:
 
 
 @dataclass(frozen=True)
+class ItemBatch:
+    """Items of one chunk that finished since the last message about it.
+
+    Sent instead of one :class:`ItemEvent` per item by executors whose
+    per-message cost would dominate tiny items; a consumer that counts
+    need not look at the keys one by one.
+
+    Attributes:
+        chunk_id: the chunk the items belong to.
+        done: keys written to the delegate.
+        failed: keys for which a failure was recorded.
+    """
+
+    chunk_id: int
+    done: tuple[str, ...] = ()
+    failed: tuple[str, ...] = ()
+
+
+@dataclass(frozen=True)
 class ChunkReport:
     """What became of a chunk.
 
@@ -77,7 +96,7 @@ class ChunkReport:
     extra: dict[str, object] = field(default_factory=dict, compare=False)
 
 
-Report = Union[ItemEvent, ChunkReport]
+Report = Union[ItemEvent, ItemBatch, ChunkReport]
 
 
 class ExecutorError(RuntimeError):
@@ -102,8 +121,9 @@ class Executor(abc.ABC):
       engine allows.
     """
 
-    #: ``True`` if :meth:`reports` yields :class:`ItemEvent` s as items
-    #: finish (the progress bar then moves within a chunk).
+    #: ``True`` if :meth:`reports` yields :class:`ItemEvent` s (or
+    #: :class:`ItemBatch` es) as items finish (the progress bar then moves
+    #: within a chunk).
     item_events: bool = False
 
     @abc.abstractmethod

@@ -9,10 +9,16 @@ process sentinel, so it sees a death at once and knows which chunk that
 worker held: that chunk is reported lost, the chunks still queued at the
 worker go to others, and a fresh worker takes its place.
 
-Workers stream an :class:`~stashworks.multi.executor.ItemEvent` per item
-(so the progress bar moves within a chunk) and a
-:class:`~stashworks.multi.executor.ChunkReport` at each chunk's end.  They
-ignore SIGINT (only the parent decides to stop), end on SIGTERM with a
+Workers report finished items in batches, an
+:class:`~stashworks.multi.executor.ItemBatch` at most every
+:data:`FLUSH_INTERVAL` seconds (so the progress bar moves within a chunk
+without one message per item), and a
+:class:`~stashworks.multi.executor.ChunkReport` at each chunk's end, always
+after the last batch of its items.  Messages travel as bytes pickled by
+the standard library's C pickler; dill, whose pickler is pure Python, is
+used for the job (sent once per worker) and for the rare message plain
+pickle refuses, such as work units of a class defined in ``__main__``.
+Workers ignore SIGINT (only the parent decides to stop), end on SIGTERM with a
 clean ``SystemExit`` (an interrupted atomic write removes its temp file),
 and end by themselves when the parent dies (``PR_SET_PDEATHSIG`` on
 Linux, plus a parent check between items and while idle).
@@ -23,6 +29,7 @@ from __future__ import annotations
 import ctypes
 import logging
 import os
+import pickle
 import queue
 import signal
 import sys
@@ -37,7 +44,7 @@ import dill
 import multiprocess
 from multiprocess.connection import wait
 
-from .executor import Chunk, ChunkReport, Executor, ExecutorError, ItemEvent, Report
+from .executor import Chunk, ChunkReport, Executor, ExecutorError, ItemBatch, ItemEvent, Report
 
 if TYPE_CHECKING:
     from .job import Job
@@ -50,6 +57,8 @@ logger = logging.getLogger(__name__)
 ORPHAN_EXIT = 70
 #: Workers that die before they are ready, in a row, before giving up.
 MAX_START_FAILURES = 3
+#: Seconds a worker holds finished items before it reports them.
+FLUSH_INTERVAL = 0.1
 _PR_SET_PDEATHSIG = 1
 
 
@@ -64,6 +73,49 @@ def exit_reason(exitcode: Optional[int]) -> str:
             name = 'unknown signal'
         return f'killed by signal {-exitcode} ({name})'
     return f'exit code {exitcode}'
+
+
+# -- messages ----------------------------------------------------------------
+
+
+class _Dilled:
+    """A message pickled by dill, inside a plainly pickled envelope."""
+
+    __slots__ = ('data',)
+
+    def __init__(self, data: bytes) -> None:
+        self.data = data
+
+    def __reduce__(self) -> tuple[Any, ...]:
+        return (_Dilled, (self.data,))
+
+
+def dumps(msg: object) -> bytes:
+    """Pickle a pipe message, with the C pickler when it can.
+
+    Keys, counts and reports pickle plainly, and fast.  A message plain
+    pickle refuses (a work unit of a local class...) or that names
+    ``__main__`` (which a spawned worker may not have, where dill sends
+    the class itself) goes through dill instead.
+
+    Raises:
+        Exception: whatever dill raises for a message it cannot pickle either.
+    """
+    try:
+        data = pickle.dumps(msg, pickle.HIGHEST_PROTOCOL)
+    except Exception:
+        data = b''
+    if data and b'__main__' not in data:
+        return data
+    return pickle.dumps(_Dilled(dill.dumps(msg)), pickle.HIGHEST_PROTOCOL)
+
+
+def loads(data: bytes) -> Any:
+    """Unpickle what :func:`dumps` made."""
+    msg = pickle.loads(data)
+    if isinstance(msg, _Dilled):
+        return dill.loads(msg.data)
+    return msg
 
 
 # -- the worker side ---------------------------------------------------------
@@ -93,12 +145,64 @@ def _memory_rss() -> int:
     return int(psutil.Process().memory_info().rss)
 
 
+class _Outbox:
+    """A worker's result pipe: whole messages, and finished items in batches.
+
+    Items are held and sent as one ``('items', chunk_id, done, failed)``
+    message at most every ``interval`` seconds: one message per item would
+    cost more than a tiny item itself, in the worker and in the parent.
+    The worker's main thread and its task thread (which flushes items held
+    too long while an item runs) both send, so a lock keeps messages whole.
+    """
+
+    def __init__(self, conn: Any, interval: float) -> None:
+        self._conn = conn
+        self.interval = interval
+        self._lock = threading.Lock()
+        self._chunk_id = -1
+        self._done: list[str] = []
+        self._failed: list[str] = []
+        self._last = time.monotonic()
+
+    def send(self, msg: object) -> None:
+        """Send one message now."""
+        data = dumps(msg)
+        with self._lock:
+            self._conn.send_bytes(data)
+
+    def item(self, event: ItemEvent) -> None:
+        """Hold one finished item; send those held if the interval has passed."""
+        with self._lock:
+            if event.chunk_id != self._chunk_id:
+                self._flush_locked()
+                self._chunk_id = event.chunk_id
+            (self._done if event.ok else self._failed).append(event.key)
+            if time.monotonic() - self._last >= self.interval:
+                self._flush_locked()
+
+    def flush(self, due_only: bool = False) -> None:
+        """Send the items held (with ``due_only``, only if the interval has passed)."""
+        with self._lock:
+            if not due_only or time.monotonic() - self._last >= self.interval:
+                self._flush_locked()
+
+    def _flush_locked(self) -> None:
+        if not self._done and not self._failed:
+            return
+        msg = ('items', self._chunk_id, tuple(self._done), tuple(self._failed))
+        self._done.clear()
+        self._failed.clear()
+        self._last = time.monotonic()
+        self._conn.send_bytes(pickle.dumps(msg, pickle.HIGHEST_PROTOCOL))
+
+
 def _worker_main(
     task_r: Any,
     result_w: Any,
     job_bytes: bytes,
     memory_limit: Optional[int],
     max_items: Optional[int],
+    flush_interval: float = FLUSH_INTERVAL,
 ) -> None:
     """The body of a worker process."""
     signal.signal(signal.SIGINT, signal.SIG_IGN)
@@ -107,31 +211,40 @@ def _worker_main(
     ppid = os.getppid()
     if ppid == 1:
         os._exit(ORPHAN_EXIT)  # the parent died before we set the death signal
+    out = _Outbox(result_w, flush_interval)
     tasks: queue.Queue[Optional[Chunk]] = queue.Queue()
 
     def read_tasks() -> None:
         # A thread drains the task pipe, so the parent never blocks on a
-        # full pipe while this worker is busy sending item events.
+        # full pipe while this worker is busy sending results.  It also
+        # sends items held past the interval while a slow item runs.
         while True:
             try:
-                if not task_r.poll(0.5):
+                if not task_r.poll(flush_interval):
                     if os.getppid() != ppid:
                         os._exit(ORPHAN_EXIT)
+                    out.flush(due_only=True)
                     continue
-                msg = task_r.recv()
+                data = task_r.recv_bytes()
             except (EOFError, OSError):
                 os._exit(ORPHAN_EXIT)  # the parent's end is gone
+            try:
+                msg = loads(data)
+            except Exception:
+                out.send(('error', 'could not load a chunk:\n' + traceback.format_exc()))
+                os._exit(1)
             tasks.put(msg)
             if msg is None:
                 return
+            out.flush(due_only=True)
 
     try:
         job: Job = dill.loads(job_bytes)
     except Exception:
-        result_w.send(('error', traceback.format_exc()))
+        out.send(('error', 'could not load the job:\n' + traceback.format_exc()))
         return
     threading.Thread(target=read_tasks, name='stashworks-tasks', daemon=True).start()
-    result_w.send(('ready', os.getpid()))
+    out.send(('ready', os.getpid()))
     items = 0
     retire = ''
 
@@ -149,7 +262,7 @@ def _worker_main(
     def on_item(event: ItemEvent) -> None:
         nonlocal items
         items += 1
-        result_w.send(('item', event))
+        out.item(event)
 
     def should_stop() -> bool:
         nonlocal retire
@@ -160,12 +273,15 @@ def _worker_main(
         chunk = tasks.get()
         if chunk is None:
             return
-        result_w.send(('start', chunk.id))
+        out.send(('start', chunk.id))
         report = job.run_chunk(chunk, on_item, should_stop)
-        result_w.send(('report', report))
+        # The chunk's items before its report: the parent then never
+        # sees an item of a chunk it has closed.
+        out.flush()
+        out.send(('report', report))
         retire = retire or limit_reached()
         if retire:
-            result_w.send(('retire', retire))
+            out.send(('retire', retire))
             return
 
 
@@ -215,6 +331,8 @@ class LocalPoolExecutor(Executor):
             waiting), so no worker idles between chunks.
         stop_timeout: seconds a cancelled worker gets to stop after SIGTERM
             before it is killed.
+        flush_interval: seconds a worker holds finished items before it
+            reports them in one message.
     """
 
     item_events = True
@@ -226,12 +344,14 @@ class LocalPoolExecutor(Executor):
         max_items_per_worker: Optional[int] = None,
         prefetch: int = 2,
         stop_timeout: float = 3.0,
+        flush_interval: float = FLUSH_INTERVAL,
     ) -> None:
         self.start_method = start_method
         self.memory_limit = memory_limit
         self.max_items_per_worker = max_items_per_worker
         self.prefetch = max(1, prefetch)
         self.stop_timeout = stop_timeout
+        self.flush_interval = flush_interval
         self._ctx: Any = None
         self._job_bytes = b''
         self._size = 0
@@ -287,7 +407,14 @@ class LocalPoolExecutor(Executor):
         result_r, result_w = ctx.Pipe(duplex=False)
         proc = ctx.Process(
             target=_worker_main,
-            args=(task_r, result_w, self._job_bytes, self.memory_limit, self.max_items_per_worker),
+            args=(
+                task_r,
+                result_w,
+                self._job_bytes,
+                self.memory_limit,
+                self.max_items_per_worker,
+                self.flush_interval,
+            ),
             name=f'stashworks-worker-{self._started}',
         )
         # Not a daemon: a daemonic worker could not start processes of its
@@ -321,7 +448,14 @@ class LocalPoolExecutor(Executor):
             while self._queue and not w.retiring and not w.closed and len(w.chunks) < self.prefetch:
                 chunk = self._queue.popleft()
                 try:
-                    w.task_w.send(chunk)
+                    data = dumps(chunk)
+                except Exception as exc:
+                    raise ExecutorError(
+                        f'cannot send chunk {chunk.id} (keys {chunk.keys[0]!r}...) to a worker: '
+                        f'{type(exc).__name__}: {exc}'
+                    ) from exc
+                try:
+                    w.task_w.send_bytes(data)
                 except (OSError, ValueError):
                     # The worker is dying; its sentinel will tell.
                     self._queue.appendleft(chunk)
@@ -336,8 +470,8 @@ class LocalPoolExecutor(Executor):
 
     def _handle(self, w: _Worker, msg: Any) -> None:
         kind = msg[0]
-        if kind == 'item':
-            self._out.append(msg[1])
+        if kind == 'items':
+            self._out.append(ItemBatch(msg[1], msg[2], msg[3]))
         elif kind == 'start':
             w.started.add(msg[1])
         elif kind == 'report':
@@ -364,7 +498,7 @@ class LocalPoolExecutor(Executor):
             try:
                 if not w.result_r.poll(0):
                     return
-                msg = w.result_r.recv()
+                msg = loads(w.result_r.recv_bytes())
             except (EOFError, OSError):
                 return
             except Exception as exc:
@@ -383,7 +517,7 @@ class LocalPoolExecutor(Executor):
         self._workers.remove(w)
         w.close()
         if w.error:
-            raise ExecutorError(f'a worker could not load the job:\n{w.error}')
+            raise ExecutorError(f'a worker {w.error}')
         if not w.ready:
             self._start_failures += 1
             if self._start_failures >= MAX_START_FAILURES:
@@ -454,9 +588,10 @@ class LocalPoolExecutor(Executor):
         self._down = True
         self._queue.clear()
         workers, self._workers = self._workers, []
+        stop = dumps(None)
         for w in workers:
             try:
-                w.task_w.send(None)
+                w.task_w.send_bytes(stop)
             except (OSError, ValueError):
                 pass
         if cancel:

@@ -2,8 +2,9 @@
 
 Every batch emits :class:`BatchEvent` s in the parent process: one at the
 start, one per item (as soon as the executor reports it), one per chunk
-sent or finished, one per worker death, and one at the end.  The tqdm bar
-and the ``on_event`` hook both consume them.
+sent or finished, one per worker death, and one at the end.  Item events
+are made only when an ``on_event`` hook is set; the tqdm bar counts items
+in batches.
 """
 
 from __future__ import annotations
@@ -84,12 +85,22 @@ class ProgressBar:
 
     def advance(self, ok: bool) -> None:
         """One more item settled."""
+        self.advance_many(1 if ok else 0, 0 if ok else 1)
+
+    def advance_many(self, done: int, failed: int) -> None:
+        """``done`` more items written and ``failed`` more failed.
+
+        One call per batch of items, not per item: tqdm's bookkeeping per
+        call is not free, and with tiny items the parent's time competes
+        with the workers'.  A negative figure corrects an earlier count.
+        """
         if self._bar is None:
             return
-        if not ok:
-            self.failed += 1
+        if failed:
+            self.failed += failed
             self._bar.set_postfix(failed=self.failed, refresh=False)
-        self._bar.update(1)
+        if done or failed:
+            self._bar.update(done + failed)
 
     def close(self, summary: str = '') -> None:
         """Close the bar, then print ``summary`` under it."""
