@@ -51,8 +51,8 @@ def test_items_of_a_chunk_arrive_in_a_few_batches_before_its_report(tmp_path: Pa
     assert 1 <= len(batches) <= elapsed / 0.1 + 2
 
 
-def test_items_held_while_a_slow_item_runs_arrive_within_the_interval(tmp_path: Path) -> None:
-    # k000 goes at once (nothing sent for a while), k001 is held, k002 takes 2 s.
+def test_items_finished_while_a_slow_item_runs_arrive_within_the_interval(tmp_path: Path) -> None:
+    # k000 and k001 end at once; k002 takes 2 s.
     got = run_one_chunk(tmp_path, lambda k: time.sleep(2.0) if k == 'k002' else k, keys(3))
     arrived = {k: t for t, r in got if isinstance(r, ItemBatch) for k in r.done}
     assert arrived['k001'] < 1.0

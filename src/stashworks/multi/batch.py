@@ -363,6 +363,24 @@ class _Run:
         # The others were innocent bystanders: same attempt count.
         self.resubmit(chunk, rest, chunk.attempt)
 
+    def reconcile(self) -> None:
+        """Settle the chunks still in flight from what the stores hold.
+
+        After the workers stopped early (Ctrl-C, a crash), items they
+        finished may not have been reported: item messages are sent in
+        batches, and a stopped worker's last batch dies with it.
+        """
+        delegate, failures = self.job.delegate, self.job.failures
+        for chunk in list(self.in_flight.values()):
+            done, failed = [], []
+            for key in chunk.keys:
+                if delegate.exists(key):
+                    done.append(key)
+                elif failures.exists(key):
+                    failed.append(key)
+            self.final(chunk.id, done, failed)
+        self.in_flight.clear()
+
     def on_items(self, event: Union[ItemEvent, ItemBatch]) -> None:
         if event.chunk_id not in self.in_flight:
             return
@@ -468,6 +486,11 @@ def run_batch(
                 # No second SIGTERM mid-shutdown: the workers must be reaped.
                 signal.signal(signal.SIGTERM, signal.SIG_IGN)
             executor.shutdown(cancel=state != 'finished')
+            if state != 'finished':
+                try:
+                    run.reconcile()
+                except Exception as exc:
+                    logger.error('cannot count the items finished before the stop: %s', exc)
     finally:
         if in_main:
             signal.signal(signal.SIGTERM, previous if previous is not None else signal.SIG_DFL)

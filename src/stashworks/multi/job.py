@@ -91,6 +91,7 @@ class Job:
         chunk: Chunk,
         on_item: Optional[Callable[[ItemEvent], None]] = None,
         should_stop: Optional[StopCheck] = None,
+        finished: Optional[tuple[list[str], list[str]]] = None,
     ) -> ChunkReport:
         """Compute ``chunk``'s items, write them, and report.
 
@@ -100,20 +101,32 @@ class Job:
             should_stop: asked after each item; when it answers ``True``
                 the rest of the chunk is left undone (and unreported), for
                 the batch to send elsewhere.
+            finished: two empty lists, ``(done, failed)``, to which each
+                key is appended as its item ends: a caller can read them
+                from another thread (appends are atomic), which costs the
+                items nothing, where ``on_item`` costs a call and an event
+                per item.
 
         Returns:
             The chunk's report; ``extra`` holds ``elapsed`` (seconds) and
             ``stopped`` (``True`` if ``should_stop`` cut it short).
         """
         start = time.perf_counter()
-        done: list[str] = []
-        failed: list[str] = []
+        done, failed = finished if finished is not None else ([], [])
 
-        def finish(key: str, ok: bool) -> bool:
-            (done if ok else failed).append(key)
-            if on_item is not None:
-                on_item(ItemEvent(chunk.id, key, ok))
-            return should_stop is not None and should_stop()
+        if on_item is None and should_stop is None:
+
+            def finish(key: str, ok: bool) -> bool:
+                (done if ok else failed).append(key)
+                return False
+
+        else:
+
+            def finish(key: str, ok: bool) -> bool:
+                (done if ok else failed).append(key)
+                if on_item is not None:
+                    on_item(ItemEvent(chunk.id, key, ok))
+                return should_stop is not None and should_stop()
 
         stopped = self._compute_chunk(chunk, finish)
         return ChunkReport(

@@ -17,11 +17,13 @@ without one message per item), and a
 after the last batch of its items.  Messages travel as bytes pickled by
 the standard library's C pickler; dill, whose pickler is pure Python, is
 used for the job (sent once per worker) and for the rare message plain
-pickle refuses, such as work units of a class defined in ``__main__``.
+pickle refuses or could not send to a spawned worker (work units of a
+local class, or of a class defined in ``__main__``).
 Workers ignore SIGINT (only the parent decides to stop), end on SIGTERM with a
 clean ``SystemExit`` (an interrupted atomic write removes its temp file),
 and end by themselves when the parent dies (``PR_SET_PDEATHSIG`` on
-Linux, plus a parent check between items and while idle).
+Linux, plus a check every :data:`FLUSH_INTERVAL` seconds by each
+worker's task thread, and between chunks).
 """
 
 from __future__ import annotations
@@ -44,7 +46,7 @@ import dill
 import multiprocess
 from multiprocess.connection import wait
 
-from .executor import Chunk, ChunkReport, Executor, ExecutorError, ItemBatch, ItemEvent, Report
+from .executor import Chunk, ChunkReport, Executor, ExecutorError, ItemBatch, Report
 
 if TYPE_CHECKING:
     from .job import Job
@@ -148,11 +150,15 @@ def _memory_rss() -> int:
 class _Outbox:
     """A worker's result pipe: whole messages, and finished items in batches.
 
-    Items are held and sent as one ``('items', chunk_id, done, failed)``
-    message at most every ``interval`` seconds: one message per item would
-    cost more than a tiny item itself, in the worker and in the parent.
-    The worker's main thread and its task thread (which flushes items held
-    too long while an item runs) both send, so a lock keeps messages whole.
+    The running chunk appends each finished key to a ``done`` or a
+    ``failed`` list (see :meth:`Job.run_chunk`'s ``finished``); the task
+    thread sends what was added since the last time, as one
+    ``('items', chunk_id, done, failed)`` message every ``interval``
+    seconds, and the main thread sends the rest just before the chunk's
+    report.  One message per item would cost more than a tiny item itself,
+    in the worker and in the parent; this way an item costs the worker
+    nothing but the append.  Both threads send, so a lock keeps messages
+    whole.
     """
 
     def __init__(self, conn: Any, interval: float) -> None:
@@ -162,6 +168,7 @@ class _Outbox:
         self._chunk_id = -1
         self._done: list[str] = []
         self._failed: list[str] = []
+        self._sent = (0, 0)
         self._last = time.monotonic()
 
     def send(self, msg: object) -> None:
@@ -170,30 +177,33 @@ class _Outbox:
         with self._lock:
             self._conn.send_bytes(data)
 
-    def item(self, event: ItemEvent) -> None:
-        """Hold one finished item; send those held if the interval has passed."""
+    def watch(self, chunk_id: int, done: list[str], failed: list[str]) -> None:
+        """Report the items appended to ``done`` and ``failed`` from now on, as chunk ``chunk_id``'s."""
         with self._lock:
-            if event.chunk_id != self._chunk_id:
-                self._flush_locked()
-                self._chunk_id = event.chunk_id
-            (self._done if event.ok else self._failed).append(event.key)
-            if time.monotonic() - self._last >= self.interval:
-                self._flush_locked()
+            self._chunk_id, self._done, self._failed = chunk_id, done, failed
+            self._sent = (0, 0)
 
     def flush(self, due_only: bool = False) -> None:
-        """Send the items held (with ``due_only``, only if the interval has passed)."""
+        """Send the items not sent yet (with ``due_only``, only if the interval has passed)."""
         with self._lock:
-            if not due_only or time.monotonic() - self._last >= self.interval:
-                self._flush_locked()
-
-    def _flush_locked(self) -> None:
-        if not self._done and not self._failed:
-            return
-        msg = ('items', self._chunk_id, tuple(self._done), tuple(self._failed))
-        self._done.clear()
-        self._failed.clear()
-        self._last = time.monotonic()
-        self._conn.send_bytes(pickle.dumps(msg, pickle.HIGHEST_PROTOCOL))
+            now = time.monotonic()
+            if due_only and now - self._last < self.interval:
+                return
+            sent_done, sent_failed = self._sent
+            # Read the lengths once: the main thread may append meanwhile,
+            # and what it adds past them goes in the next message.
+            n_done, n_failed = len(self._done), len(self._failed)
+            if n_done == sent_done and n_failed == sent_failed:
+                return
+            msg = (
+                'items',
+                self._chunk_id,
+                tuple(self._done[sent_done:n_done]),
+                tuple(self._failed[sent_failed:n_failed]),
+            )
+            self._conn.send_bytes(pickle.dumps(msg, pickle.HIGHEST_PROTOCOL))
+            self._sent = (n_done, n_failed)
+            self._last = now
 
 
 def _worker_main(
@@ -216,8 +226,9 @@ def _worker_main(
 
     def read_tasks() -> None:
         # A thread drains the task pipe, so the parent never blocks on a
-        # full pipe while this worker is busy sending results.  It also
-        # sends items held past the interval while a slow item runs.
+        # full pipe while this worker is busy sending results.  Between
+        # tasks it sends the items finished so far, and checks that the
+        # parent is still there (where PR_SET_PDEATHSIG is missing).
         while True:
             try:
                 if not task_r.poll(flush_interval):
@@ -247,11 +258,13 @@ def _worker_main(
     out.send(('ready', os.getpid()))
     items = 0
     retire = ''
+    done: list[str] = []
+    failed: list[str] = []
 
     def limit_reached() -> str:
         if os.getppid() != ppid:
             os._exit(ORPHAN_EXIT)
-        if max_items is not None and items >= max_items:
+        if max_items is not None and items + len(done) + len(failed) >= max_items:
             return f'reached {max_items} items'
         if memory_limit is not None:
             rss = _memory_rss()
@@ -259,26 +272,28 @@ def _worker_main(
                 return f'memory {rss} bytes is over the limit of {memory_limit}'
         return ''
 
-    def on_item(event: ItemEvent) -> None:
-        nonlocal items
-        items += 1
-        out.item(event)
-
     def should_stop() -> bool:
         nonlocal retire
         retire = limit_reached()
         return bool(retire)
 
+    # Asked after every item only when there is a limit to check; the
+    # task thread watches for the parent's death meanwhile.
+    stop_check = should_stop if max_items is not None or memory_limit is not None else None
     while True:
         chunk = tasks.get()
         if chunk is None:
             return
         out.send(('start', chunk.id))
-        report = job.run_chunk(chunk, on_item, should_stop)
+        done, failed = [], []
+        out.watch(chunk.id, done, failed)
+        report = job.run_chunk(chunk, None, stop_check, (done, failed))
         # The chunk's items before its report: the parent then never
         # sees an item of a chunk it has closed.
         out.flush()
         out.send(('report', report))
+        items += len(done) + len(failed)
+        done, failed = [], []
         retire = retire or limit_reached()
         if retire:
             out.send(('retire', retire))
