@@ -7,6 +7,7 @@ import os
 import pickle
 import tempfile
 import threading
+import time
 import unicodedata
 from pathlib import Path
 from typing import IO, Any
@@ -369,3 +370,34 @@ def test_a_custom_pattern_names_the_files(tmp_path: Path) -> None:
     stash = DirectoryStash(tmp_path, pattern='item-{name}.pkl')
     stash.dump('k', 1)
     assert os.listdir(tmp_path) == ['item-k.pkl']
+
+
+def test_a_hidden_folder_and_temp_files_among_the_items_are_neither_keys_nor_counted(tmp_path: Path) -> None:
+    stash = DirectoryStash(tmp_path)
+    for key in ('a', 'b.c', 'é'):
+        stash[key] = 1
+    (tmp_path / '.stashworks').mkdir()
+    (tmp_path / '.~sw-0123456789ab-1-0.tmp').write_bytes(b'half')
+
+    assert sorted(stash.keys()) == ['a', 'b.c', 'é']
+    assert len(stash) == 3
+    del stash['é']
+    assert sorted(stash.keys()) == ['a', 'b.c']
+    assert len(stash) == 2
+
+
+def test_remove_stale_temp_files_removes_only_old_temp_files(tmp_path: Path) -> None:
+    stash = DirectoryStash(tmp_path)
+    stash['keep'] = 1
+    old = tmp_path / '.~sw-0123456789ab-1-0.tmp'
+    fresh = tmp_path / '.~sw-0123456789ab-1-1.tmp'
+    old.write_bytes(b'abandoned')
+    fresh.write_bytes(b'being written')
+    two_hours_ago = time.time() - 7200
+    os.utime(old, (two_hours_ago, two_hours_ago))
+
+    assert stash.remove_stale_temp_files(min_age=3600) == 1
+
+    assert not old.exists()
+    assert fresh.exists()
+    assert stash['keep'] == 1

@@ -7,10 +7,11 @@ import logging
 import os
 import re
 import stat
+import time
 from pathlib import Path
 from typing import IO, Any, Iterator, Optional, Union
 
-from ._atomic import TEMP_PREFIX, atomic_write
+from ._atomic import TEMP_PREFIX, atomic_write, is_temp_name
 from .errors import SerializationError, StashCorruptError, StashWriteError
 from .serial import Serializer, default_serializer
 from .stash import CloseableStash, check_key
@@ -112,7 +113,13 @@ class DirectoryStash(CloseableStash):
         # when every name is an item file with a plain key: one regex pass
         # instead of a filter, a slice and a match per name.
         item = re.escape(self._prefix) + _PLAIN_RE + re.escape(self._suffix)
-        self._all_plain = re.compile(f'{item}(?:/{item})*\\Z')
+        # A name that starts with '.' is never an item file unless the
+        # pattern starts with one (no encoded key does), so the batch's
+        # '.stashworks' folder and temp files may sit among the items
+        # without costing the fast path.
+        self._hidden_ok = not self._prefix.startswith('.')
+        entry = f'(?:{item}|\\.[^/]*)' if self._hidden_ok else item
+        self._all_plain = re.compile(f'{entry}(?:/{entry})*\\Z')
 
     @property
     def path(self) -> Path:
@@ -164,9 +171,20 @@ class DirectoryStash(CloseableStash):
         except FileNotFoundError:
             return []
 
-    def _only_plain_items(self, names: list[str]) -> bool:
-        """Whether every one of ``names`` is an item file with a plain key (the usual case)."""
-        return not names or self._all_plain.match('/'.join(names)) is not None
+    def _hidden_among_plain(self, names: list[str]) -> Optional[int]:
+        """How many of ``names`` are hidden, if all others are item files with plain keys; else ``None``.
+
+        The usual listing (plain keys, perhaps a hidden folder or temp
+        file) is answered with one regex pass.
+        """
+        if not names:
+            return 0
+        joined = '/'.join(names)
+        if self._all_plain.match(joined) is None:
+            return None
+        if not self._hidden_ok:
+            return 0
+        return joined.count('/.') + (joined[0] == '.')
 
     def _iter_names(self, names: Optional[list[str]] = None) -> Iterator[tuple[str, str]]:
         """Yield ``(file name, key)`` for every item file among ``names`` (default: a fresh listing)."""
@@ -190,16 +208,20 @@ class DirectoryStash(CloseableStash):
 
     def keys(self) -> list[str]:
         names = self._listdir()
-        if self._only_plain_items(names):
+        hidden = self._hidden_among_plain(names)
+        if hidden is not None:
             start, stop = len(self._prefix), -len(self._suffix) or None
+            if hidden:
+                return [name[start:stop] for name in names if name[0] != '.']
             return [name[start:stop] for name in names]
         return [key for _, key in self._iter_names(names)]
 
     def __len__(self) -> int:
         # Counts exactly what keys() lists, without building the list.
         names = self._listdir()
-        if self._only_plain_items(names):
-            return len(names)
+        hidden = self._hidden_among_plain(names)
+        if hidden is not None:
+            return len(names) - hidden
         return sum(1 for _ in self._iter_names(names))
 
     def exists(self, key: str) -> bool:
@@ -276,6 +298,37 @@ class DirectoryStash(CloseableStash):
                     os.unlink(self.path / n)
                 except FileNotFoundError:
                     pass
+
+    def remove_stale_temp_files(self, min_age: float = 3600.0) -> int:
+        """Remove the temp files of writers that died mid-write.
+
+        A writer killed outright (SIGKILL, the OOM killer, a lost node)
+        cannot remove its temp file.  Such files never show as keys, but
+        they take space.  A live writer keeps writing to its temp file, so
+        one untouched for ``min_age`` seconds was abandoned.
+
+        Args:
+            min_age: seconds since a temp file was last modified before it
+                counts as abandoned.
+
+        Returns:
+            How many files were removed.
+        """
+        cutoff = time.time() - min_age
+        removed = 0
+        for name in self._listdir():
+            if not is_temp_name(name):
+                continue
+            path = self.path / name
+            try:
+                if path.stat().st_mtime <= cutoff:
+                    path.unlink()
+                    removed += 1
+            except FileNotFoundError:
+                pass  # its writer finished or another sweep got there first
+        if removed:
+            logger.info('removed %d abandoned temp files from %r', removed, self)
+        return removed
 
     def __repr__(self) -> str:
         return f"{type(self).__name__}('{self.path}')"

@@ -20,6 +20,7 @@ import os
 from pathlib import Path
 from typing import Any, Callable, Iterable, Iterator, Optional, Union
 
+from ..directory import DirectoryStash
 from ..errors import BatchError
 from ..stash import PrimablePreemptiveStash, Stash, check_key
 from .batch import BatchOptions, BatchResult, iter_pairs, run_batch
@@ -234,6 +235,9 @@ class MultiProcessStash(PrimablePreemptiveStash):
 
             def executor_for(workers: int) -> Executor:
                 self._check_reachable(job)
+                if isinstance(job.delegate, DirectoryStash):
+                    # Writers killed in an earlier run left temp files behind.
+                    job.delegate.remove_stale_temp_files()
                 return self._executor(workers)
 
             run_batch(self._work(), job, executor_for, opts, self._resolve_workers, result)
