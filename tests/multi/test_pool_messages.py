@@ -13,7 +13,7 @@ from pathlib import Path
 from typing import Any, Callable, Iterable
 
 import pytest
-from batch_jobs import Work, keys
+from batch_jobs import Work, keys, pids_by_key
 
 from stashworks import DirectoryStash, MultiProcessFactoryStash, MultiProcessStash
 from stashworks.multi.executor import Chunk, ChunkReport, ItemBatch, Report
@@ -141,3 +141,18 @@ def test_a_message_plain_pickle_refuses_goes_through_dill() -> None:
         return x + 1
 
     assert loads(dumps(('unit', local)))[1](1) == 2
+
+
+def test_as_many_chunks_as_workers_go_one_to_each_worker(tmp_path: Path) -> None:
+    markers = tmp_path / 'markers'
+    markers.mkdir()
+    MultiProcessFactoryStash(
+        DirectoryStash(tmp_path / 'out'),
+        factory=Work(markers, sleep=0.2),
+        keys=keys(2),
+        workers=2,
+        chunk_size=1,
+        start_method='fork',
+        progress=False,
+    ).prime()
+    assert len(set().union(*pids_by_key(markers).values())) == 2

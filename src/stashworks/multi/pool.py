@@ -459,8 +459,14 @@ class LocalPoolExecutor(Executor):
         self._outstanding += 1
 
     def _dispatch(self) -> None:
-        for w in self._workers:
-            while self._queue and not w.retiring and not w.closed and len(w.chunks) < self.prefetch:
+        # Level by level: every worker gets a chunk to run before any gets
+        # one to queue, so few chunks never pile up on one worker.
+        for depth in range(self.prefetch):
+            for w in self._workers:
+                if not self._queue:
+                    return
+                if w.retiring or w.closed or len(w.chunks) > depth:
+                    continue
                 chunk = self._queue.popleft()
                 try:
                     data = dumps(chunk)
@@ -474,7 +480,7 @@ class LocalPoolExecutor(Executor):
                 except (OSError, ValueError):
                     # The worker is dying; its sentinel will tell.
                     self._queue.appendleft(chunk)
-                    break
+                    continue
                 w.chunks.append(chunk)
 
     def _replace_workers(self) -> None:
