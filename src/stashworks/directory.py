@@ -12,8 +12,8 @@ from pathlib import Path
 from typing import IO, Any, Iterator, Optional, Union
 
 from ._atomic import TEMP_PREFIX, atomic_write, is_temp_name
-from .errors import SerializationError, StashCorruptError, StashWriteError
-from .serial import Serializer, default_serializer
+from .errors import StashCorruptError, StashWriteError
+from .serial import Serializer, default_serializer, serialize_into
 from .stash import CloseableStash, check_key
 
 __all__ = ['DirectoryStash', 'encode_key', 'decode_name']
@@ -261,14 +261,7 @@ class DirectoryStash(CloseableStash):
             if raw:
                 fh.write(value)
                 return
-            try:
-                self.serializer.dump(value, fh)
-            except OSError:
-                raise
-            except Exception as exc:
-                raise SerializationError(
-                    f'cannot serialize item {key!r} for {path} in {self!r}: {type(exc).__name__}: {exc}'
-                ) from exc
+            serialize_into(self.serializer, value, fh, f'item {key!r} for {path} in {self!r}')
 
         try:
             try:

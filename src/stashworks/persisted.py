@@ -30,8 +30,8 @@ from typing import IO, Any, Callable, Iterable, Optional, TypeVar, Union, cast
 
 from ._atomic import atomic_write
 from .dealloc import Deallocatable
-from .errors import PersistError, SerializationError, StashCorruptError, StashWriteError
-from .serial import Serializer, default_serializer
+from .errors import PersistError, StashCorruptError, StashWriteError
+from .serial import Serializer, default_serializer, serialize_into
 from .stash import MISSING
 
 __all__ = ['PersistableContainer', 'PersistedWork', 'persisted']
@@ -287,14 +287,7 @@ class PersistedWork(Deallocatable):
         path = self.path
 
         def write(fh: IO[bytes]) -> None:
-            try:
-                self.serializer.dump(value, fh)
-            except OSError:
-                raise
-            except Exception as exc:
-                raise SerializationError(
-                    f'cannot serialize persisted value {self._describe()} for {path}: {type(exc).__name__}: {exc}'
-                ) from exc
+            serialize_into(self.serializer, value, fh, f'persisted value {self._describe()} for {path}')
 
         try:
             atomic_write(path, write)

@@ -10,7 +10,9 @@ import json
 import pickle
 from typing import IO, Any, Protocol, runtime_checkable
 
-__all__ = ['Serializer', 'PickleSerializer', 'DillSerializer', 'JsonSerializer', 'default_serializer']
+from .errors import SerializationError
+
+__all__ = ['Serializer', 'PickleSerializer', 'DillSerializer', 'JsonSerializer', 'default_serializer', 'serialize_into']
 
 
 @runtime_checkable
@@ -85,3 +87,24 @@ class JsonSerializer:
 
 default_serializer = PickleSerializer()
 """The serializer stashes use when none is given."""
+
+
+def serialize_into(serializer: Serializer, value: Any, fh: IO[bytes], what: str) -> None:
+    """Write ``value`` to ``fh`` with ``serializer``, naming ``what`` if it cannot.
+
+    Args:
+        what: the value's description for the error, such as
+            ``"item 'k' for /data/k.dat in DirectoryStash('/data')"``.
+
+    Raises:
+        SerializationError: the serializer refused the value (unpicklable,
+            not JSON...); chained to its error.
+        OSError: writing failed (a full disk...); left as it is so the
+            caller can tell a bad value from a bad disk.
+    """
+    try:
+        serializer.dump(value, fh)
+    except OSError:
+        raise
+    except Exception as exc:
+        raise SerializationError(f'cannot serialize {what}: {type(exc).__name__}: {exc}') from exc

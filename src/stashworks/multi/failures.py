@@ -18,8 +18,9 @@ from typing import Any, Iterable, Optional, Union
 
 from ..directory import DirectoryStash
 from ..errors import StashCorruptError, StashKeyError
+from ..memory import DictionaryStash
 from ..serial import JsonSerializer
-from ..stash import ReadOnlyStash, Stash, check_key
+from ..stash import ReadOnlyStash, Stash
 
 __all__ = ['FailureRecord', 'FailureStash', 'ReadOnlyFailures', 'MemoryFailureStash', 'utc_now']
 
@@ -131,33 +132,16 @@ class FailureStash(Stash):
         return f"{type(self).__name__}('{self.path}')"
 
 
-class MemoryFailureStash(Stash):
+class MemoryFailureStash(DictionaryStash):
     """Failure records kept in memory, for delegates that have no directory.
 
     Only the :class:`~stashworks.multi.SerialExecutor` can use it: worker
     processes cannot write to the parent's memory.
     """
 
-    def __init__(self) -> None:
-        self.data: dict[str, FailureRecord] = {}
-
-    def load(self, key: str) -> FailureRecord:
-        try:
-            return self.data[key]
-        except KeyError:
-            raise self.missing_error(key) from None
-
     def dump(self, key: str, value: Any) -> None:
-        self.data[check_key(key, self)] = value if isinstance(value, FailureRecord) else FailureRecord.from_dict(value)
-
-    def delete(self, key: str) -> None:
-        self.data.pop(key, None)
-
-    def keys(self) -> list[str]:
-        return list(self.data)
-
-    def exists(self, key: str) -> bool:
-        return key in self.data
+        # Records arrive as FailureRecords or as their dict form.
+        super().dump(key, value if isinstance(value, FailureRecord) else FailureRecord.from_dict(value))
 
 
 class ReadOnlyFailures(ReadOnlyStash):
