@@ -239,6 +239,22 @@ def test_ctrl_c_stops_run_with_130_and_a_rerun_resumes_without_recomputing(tmp_p
     assert {key: calls[key] for key in done_at_stop} == dict.fromkeys(done_at_stop, 1)
 
 
+def test_ctrl_c_with_a_progress_bar_says_what_was_done_once(tmp_path: Path) -> None:
+    out = tmp_path / 'out'
+    keys = _keys_file(tmp_path, [f'k{i:02d}' for i in range(30)])
+    args = ('run', 'cli_jobs:logged_slow', '--keys', keys, '--out', out, '--workers', '2', '--progress')
+    proc = start_stashworks(*args, CLI_JOBS_DELAY='0.2')
+    try:
+        _wait_for(lambda: len(DirectoryStash(out)) >= 2, what='some items')
+        os.killpg(proc.pid, signal.SIGINT)
+        _, stderr = proc.communicate(timeout=30)
+    finally:
+        proc.kill()
+    assert proc.returncode == 130, stderr
+    assert stderr.count('interrupted with') == 1, stderr
+    assert stderr.count('To resume:') == 1, stderr
+
+
 def test_sigterm_stops_run_with_130_keeping_completed_items(tmp_path: Path) -> None:
     out = tmp_path / 'out'
     keys = _keys_file(tmp_path, [f'k{i:02d}' for i in range(30)])

@@ -497,14 +497,17 @@ def run_batch(
         result.elapsed = time.monotonic() - started
         run.status.update(run.done, run.failed, state=state, force=True)
         summary = _summary_line(result)
-        run.bar.close(summary)
+        # After a finished run the bar prints the summary under itself;
+        # otherwise the warning or error below carries it (a warning shows
+        # even where logging is not configured), so it is said once.
+        run.bar.close(summary if state == 'finished' else '')
         if state == 'finished':
             logger.info('%s', summary)
             run.emit('finish', result=result)
         elif state == 'interrupted':
             logger.warning(
-                '%s. Every completed item is saved; run the batch again (prime() or stashworks run) '
-                'to compute the %d missing items. Status: %s',
+                '%s. Every completed item is saved; run the batch again to compute the %d missing items. '
+                'Status: %s',
                 summary,
                 result.missing,
                 opts.status_path or '(none)',
