@@ -19,13 +19,11 @@ from typing import Any, Optional, Union
 import psutil
 
 from ..directory import DirectoryStash
-from ..serial import JsonSerializer
+from ..multi.failures import STATE_DIR, FailureStash
+from ..multi.status import status_path
 from .common import CliError, parse_time
 
 __all__ = ['BatchDir', 'STATE_DIR', 'is_alive']
-
-#: The folder, inside the output folder, where a batch keeps its own files.
-STATE_DIR = '.stashworks'
 
 # A process that started this much after the batch says it did cannot be
 # the batch: its pid was reused.  The slack covers clock rounding.
@@ -51,8 +49,9 @@ class BatchDir:
             raise CliError(f'not a directory: {self.path}')
         self.state_dir = self.path / STATE_DIR
         self.items = DirectoryStash(self.path)
-        self.failures = DirectoryStash(self.state_dir / 'failures', pattern='{name}.json', serializer=JsonSerializer())
-        self.status_path = self.state_dir / 'status.json'
+        # The batch layer's own names for its layout, read as raw JSON.
+        self.failures = FailureStash.beside(self.path).files
+        self.status_path = status_path(self.path)
         if not self.state_dir.is_dir() and not self._has_item_files():
             raise CliError(f'not a stash: {self.path} (no {STATE_DIR} folder and no item files)')
 

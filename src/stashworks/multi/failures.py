@@ -99,7 +99,9 @@ class FailureStash(Stash):
 
     def __init__(self, path: Union[str, 'os.PathLike[str]']) -> None:
         self.path = Path(path)
-        self._files = DirectoryStash(self.path, pattern='{name}.json', serializer=JsonSerializer())
+        #: the records as stored: one JSON object per key, read without
+        #: building :class:`FailureRecord` s (for tools that show them raw)
+        self.files = DirectoryStash(self.path, pattern='{name}.json', serializer=JsonSerializer())
 
     @classmethod
     def beside(cls, directory: Union[str, 'os.PathLike[str]']) -> 'FailureStash':
@@ -107,26 +109,26 @@ class FailureStash(Stash):
         return cls(Path(directory) / STATE_DIR / 'failures')
 
     def load(self, key: str) -> FailureRecord:
-        data = self._files.load(key)
+        data = self.files.load(key)
         if not isinstance(data, dict):
-            raise StashCorruptError(f'failure record {key!r} in {self._files.key_to_path(key)} is not a JSON object')
+            raise StashCorruptError(f'failure record {key!r} in {self.files.key_to_path(key)} is not a JSON object')
         return FailureRecord.from_dict(data)
 
     def dump(self, key: str, value: Any) -> None:
         record = value.to_dict() if isinstance(value, FailureRecord) else dict(value)
-        self._files.dump(key, record)
+        self.files.dump(key, record)
 
     def delete(self, key: str) -> None:
-        self._files.delete(key)
+        self.files.delete(key)
 
     def keys(self) -> list[str]:
-        return self._files.keys()
+        return self.files.keys()
 
     def exists(self, key: str) -> bool:
-        return self._files.exists(key)
+        return self.files.exists(key)
 
     def __len__(self) -> int:
-        return len(self._files)
+        return len(self.files)
 
     def __repr__(self) -> str:
         return f"{type(self).__name__}('{self.path}')"
