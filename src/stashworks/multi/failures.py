@@ -29,6 +29,11 @@ __all__ = ['FailureRecord', 'FailureStash', 'ReadOnlyFailures', 'MemoryFailureSt
 STATE_DIR = '.stashworks'
 
 
+def worker_name(pid: int | None = None) -> str:
+    """A worker as named in reports and failure records: ``host:pid`` (this process by default)."""
+    return f'{socket.gethostname()}:{os.getpid() if pid is None else pid}'
+
+
 def utc_now() -> str:
     """The current time as an ISO 8601 UTC string (second precision)."""
     return _dt.datetime.now(_dt.timezone.utc).isoformat(timespec='seconds')
@@ -67,7 +72,7 @@ class FailureRecord:
             error_type=type(exc).__name__,
             message=str(exc),
             traceback=''.join(_tb.format_exception(type(exc), exc, exc.__traceback__)),
-            worker=f'{socket.gethostname()}:{os.getpid()}',
+            worker=worker_name(),
             pid=os.getpid(),
             time=utc_now(),
             attempts=attempts,

@@ -13,7 +13,6 @@ from __future__ import annotations
 
 import logging
 import os
-import socket
 import time
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, Callable, Iterable, Optional
@@ -21,7 +20,7 @@ from typing import TYPE_CHECKING, Any, Callable, Iterable, Optional
 from ..directory import DirectoryStash
 from ..stash import MISSING, Stash
 from .executor import Chunk, ChunkReport, ItemEvent
-from .failures import FailureRecord, FailureStash
+from .failures import FailureRecord, FailureStash, worker_name
 
 if TYPE_CHECKING:
     from .stash import MultiProcessStash
@@ -74,7 +73,7 @@ class Job:
     @property
     def worker_name(self) -> str:
         """This process, as named in reports and failure records."""
-        return f'{socket.gethostname()}:{os.getpid()}'
+        return worker_name()
 
     def record_failure(self, key: str, exc: BaseException, attempt: int) -> None:
         """Write the failure record of ``key``; never raises for a bad store."""

@@ -47,6 +47,7 @@ import multiprocess
 from multiprocess.connection import wait
 
 from .executor import Chunk, ChunkReport, Executor, ExecutorError, ItemBatch, Report
+from .failures import worker_name
 
 if TYPE_CHECKING:
     from .job import Job
@@ -560,7 +561,7 @@ class LocalPoolExecutor(Executor):
                         chunk_id=chunk.id,
                         lost=True,
                         reason=reason,
-                        worker=f'{os.uname().nodename}:{w.pid}',
+                        worker=worker_name(w.pid),
                         extra={'pid': w.pid},
                     )
                 )
