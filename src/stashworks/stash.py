@@ -130,6 +130,23 @@ class Stash(ABC):
         for key in list(self.keys()):
             self.delete(key)
 
+    def begin_group(self) -> None:
+        """Let the dumps that follow be committed together, until :meth:`flush`.
+
+        A store where each write is costly to make durable (one LMDB
+        transaction per item) buffers dumps between ``begin_group()`` and
+        :meth:`flush`; a batch worker calls it before computing and flushes
+        before it reports items done.  Stores that write through (every
+        stash here but :class:`~stashworks.LmdbStash`) ignore it.
+        """
+
+    def flush(self) -> None:
+        """Make every dump so far durable and visible to other processes.
+
+        Ends a group started by :meth:`begin_group` (a new one starts at the
+        next ``begin_group()``).  A no-op for stores that write through.
+        """
+
     def missing_error(self, key: str) -> StashKeyError:
         """The :class:`KeyError` to raise for a ``key`` with no item."""
         return StashKeyError(f'no item {key!r} in {self!r}')
@@ -250,6 +267,14 @@ class DelegateStash(CloseableStash):
 
     def __len__(self) -> int:
         return 0 if self.delegate is None else len(self.delegate)
+
+    def begin_group(self) -> None:
+        if self.delegate is not None:
+            self.delegate.begin_group()
+
+    def flush(self) -> None:
+        if self.delegate is not None:
+            self.delegate.flush()
 
     def close(self) -> None:
         if isinstance(self.delegate, CloseableStash):
