@@ -222,7 +222,7 @@ def test_instance_attributes_the_code_reads_count_and_others_do_not(tmp_path: Pa
     write(tmp_path, {'stash_mod.py': PROCESS_STASH})
     sys.path.insert(0, str(tmp_path))
     try:
-        import stash_mod  # type: ignore[import-not-found]
+        import stash_mod
 
         from stashworks import DirectoryStash
 
