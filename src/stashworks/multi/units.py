@@ -1,0 +1,424 @@
+"""Units of work: their identity, and the record of the finished ones.
+
+A batch's *unit* is whatever ``_create_data()`` (or ``keys=``) yields: a
+``str``, an ``int``, a path, a tuple, a dict, any picklable value.  A unit
+yields any number of *items* (``(key, value)`` pairs).  Two things about
+units live here:
+
+* :func:`unit_id`: a unit's stable identity, a ``str``.  For ``str``,
+  ``int`` and path units it is ``str(unit)`` (so ``1`` and ``'1'`` are the
+  same unit); for anything else a digest of the unit's canonical form
+  (``'<type>:<32 hex digits>'``), the same in every process and run.
+* :class:`UnitLog`: a batch's append-only record of finished units, in
+  ``<state dir>/.stashworks/units/``.  Each record says which unit, which
+  version of the code computed it, and which item keys it stored.
+
+The log's files
+---------------
+Each writing process appends to a file of its own,
+``<host>-<pid>-<random>.log``, so writers never share a file: appends from
+several hosts to one file on NFS can overwrite each other (an NFS client
+computes the end of the file from its own cached size), while appends to
+a file nobody else writes are safe on any file system.  A reader lists
+the folder and reads every file.
+
+Records are written in blocks, each with one ``os.write`` on a descriptor
+opened with ``O_APPEND``: one JSON array per record and line
+(``[unit, version, item keys or null, time]``), then a trailer line
+``#<length of the block> <CRC-32 of the block>``.  A process killed in
+the middle of a write leaves at most one torn block at the end of its own
+file; the reader skips any block whose trailer is missing or does not
+match (and a writer that saw a write fail starts its next block on a new
+line).  The data is in the operating system's hands once ``os.write``
+returns, so killing the process loses nothing already written; a crash of
+the machine itself can lose the last records unless ``durable=True``
+(``fsync`` after every write).  A lost record only means the unit is
+computed again.
+
+When a unit is recorded more than once (computed again after its code
+changed, or twice on a cluster), the record with the latest time wins.
+"""
+
+from __future__ import annotations
+
+import enum
+import hashlib
+import json
+import logging
+import os
+import pickle
+import socket
+import time
+import uuid
+import zlib
+from pathlib import Path, PurePath
+from typing import Any, Callable, Iterable, Iterator, NamedTuple, Optional, Sequence, Union
+
+__all__ = ['UNITS_DIR', 'UnitRecord', 'UnitLog', 'MemoryUnitLog', 'unit_id']
+
+logger = logging.getLogger(__name__)
+
+#: The folder, inside the batch's ``.stashworks`` folder, of the unit log.
+UNITS_DIR = 'units'
+
+_SUFFIX = '.log'
+
+
+def unit_id(unit: Any) -> str:
+    """The stable identity of a unit of work.
+
+    Args:
+        unit: any value ``_create_data()`` may yield.
+
+    Returns:
+        ``str(unit)`` for a ``str``, ``int`` or path; otherwise
+        ``'<type name>:<digest>'``, a digest of the unit's canonical form:
+        containers element by element, sets and dict items sorted, objects
+        by their type's qualified name and attributes, anything else by its
+        pickle.  Equal units get equal ids, in any process, whatever
+        ``PYTHONHASHSEED``.
+
+    Raises:
+        TypeError: the unit cannot be represented (an object that neither
+            has attributes nor pickles).
+    """
+    if isinstance(unit, str):
+        return unit
+    if isinstance(unit, int) and not isinstance(unit, (bool, enum.Enum)):
+        return str(unit)
+    if isinstance(unit, PurePath):
+        return str(unit)
+    try:
+        canonical = repr(_canonical(unit, set()))
+    except (pickle.PicklingError, TypeError, AttributeError, RecursionError) as exc:
+        raise TypeError(f'cannot give the unit {unit!r} an identity: {exc}') from exc
+    digest = hashlib.blake2b(canonical.encode('utf-8'), digest_size=16).hexdigest()
+    return f'{type(unit).__name__}:{digest}'
+
+
+def _canonical(v: Any, active: set[int]) -> Any:
+    """A structure of tuples and ``repr``-stable scalars standing for ``v``.
+
+    Not pickle itself: pickle writes a value shared twice in a structure
+    differently from two equal copies, and a set in hash order.
+    """
+    if v is None or isinstance(v, (bool, int, float, complex, str, bytes)):
+        return (type(v).__name__, v)
+    key = id(v)
+    if key in active:
+        raise TypeError(f'the unit refers to itself ({type(v).__name__})')
+    active.add(key)
+    try:
+        return _canonical_container(v, active)
+    finally:
+        active.discard(key)
+
+
+def _canonical_container(v: Any, active: set[int]) -> Any:
+    cls = type(v)
+    name = f'{cls.__module__}.{cls.__qualname__}'
+    if isinstance(v, enum.Enum):
+        return ('enum', name, v.name)
+    if isinstance(v, PurePath):
+        return ('path', name, str(v))
+    if isinstance(v, (tuple, list)):
+        return ('seq', name, tuple(_canonical(x, active) for x in v))
+    if isinstance(v, (set, frozenset)):
+        return ('set', name, tuple(sorted((_canonical(x, active) for x in v), key=repr)))
+    if isinstance(v, dict):
+        items = ((_canonical(k, active), _canonical(x, active)) for k, x in v.items())
+        return ('dict', name, tuple(sorted(items, key=repr)))
+    state = getattr(v, '__dict__', None)
+    if isinstance(state, dict):
+        return ('object', name, _canonical(dict(state), active))
+    return ('pickle', name, hashlib.sha256(pickle.dumps(v, protocol=4)).hexdigest())
+
+
+class UnitRecord(NamedTuple):
+    """That a unit finished: which version computed it, which items it stored.
+
+    Attributes:
+        unit: the unit's id (:func:`unit_id`).
+        version: the batch version (``version=`` or the code fingerprint)
+            that computed the unit's items.
+        keys: the item keys the unit stored, in order (maybe none).
+        time: when it was recorded (seconds since the epoch).
+        kept_from: set when the record does not come from a computation
+            but from ``on_stale='keep'``: the version that computed the
+            items that were kept.
+    """
+
+    unit: str
+    version: str
+    keys: tuple[str, ...]
+    time: float = 0.0
+    kept_from: Optional[str] = None
+
+
+# The C string encoder of the json module, called directly: a record is
+# four fields, and the general encoder costs more than the write.
+_quote: Callable[[str], str] = getattr(json.encoder, 'c_encode_basestring', None) or json.encoder.py_encode_basestring
+
+
+def _line(unit: str, version: str, keys: Sequence[str], when: float, kept_from: Optional[str]) -> str:
+    # The common one-item-per-unit case stores its key once: null stands
+    # for (unit,).
+    if len(keys) == 1 and keys[0] == unit:
+        stored = 'null'
+    else:
+        stored = '[' + ','.join(map(_quote, keys)) + ']'
+    kept = '' if kept_from is None else ',' + _quote(kept_from)
+    return f'[{_quote(unit)},{_quote(version)},{stored},{when!r}{kept}]'
+
+
+def encode_block(lines: Sequence[str]) -> bytes:
+    """Record lines as one block, then a trailer ``#<length> <crc32>``.
+
+    The trailer covers the block's bytes, so a reader tells a whole block
+    from one torn by a kill in the middle of its write.
+    """
+    body = ('\n'.join(lines) + '\n').encode('utf-8', 'surrogatepass')
+    return body + b'#%d %08x\n' % (len(body), zlib.crc32(body))
+
+
+def parse_blocks(data: bytes) -> list[list[Any]]:
+    """The rows of the intact blocks in a log file's bytes; torn or corrupt blocks are skipped."""
+    good = []
+    pos = 0
+    while True:
+        mark = data.find(b'\n#', pos)
+        if mark < 0:
+            break
+        end = data.find(b'\n', mark + 1)
+        if end < 0:
+            break  # a torn trailer: the block's write did not finish
+        pos = end
+        try:
+            length_text, crc_text = data[mark + 2 : end].split(b' ')
+            length, crc = int(length_text), int(crc_text, 16)
+        except ValueError:
+            continue
+        start = mark + 1 - length
+        if start < 0:
+            continue
+        body = data[start : mark + 1]
+        if zlib.crc32(body) == crc:
+            good.append(body[:-1].replace(b'\n', b','))
+    if not good:
+        return []
+    # One json.loads for the whole file: much cheaper than one per line.
+    try:
+        rows = json.loads(b'[' + b','.join(good) + b']')
+    except ValueError:
+        rows = []
+        for block in good:
+            try:
+                rows.extend(json.loads(b'[' + block + b']'))
+            except ValueError:
+                continue
+    return [r for r in rows if isinstance(r, list) and len(r) >= 4]
+
+
+def to_record(row: Sequence[Any]) -> UnitRecord:
+    """A :class:`UnitRecord` from a stored row."""
+    unit, version, keys, when = row[0], row[1], row[2], row[3]
+    kept = row[4] if len(row) > 4 else None
+    return UnitRecord(unit, version, (unit,) if keys is None else tuple(keys), float(when), kept)
+
+
+def latest_rows(rows: Iterable[Sequence[Any]], into: dict[str, Sequence[Any]]) -> None:
+    """Keep the latest row of each unit in ``into`` (a later row wins a tie)."""
+    get = into.get
+    for row in rows:
+        old = get(row[0])
+        if old is None or row[3] >= old[3]:
+            into[row[0]] = row
+
+
+class UnitLog:
+    """The append-only record of a batch's finished units, on disk.
+
+    The object is cheap to pickle (a path and options): each process that
+    writes opens a file of its own on its first write (again after a
+    fork).
+
+    Args:
+        path: the log's folder (usually ``<dir>/.stashworks/units``).
+        durable: ``fsync`` each write, so records survive a crash of the
+            machine, not only of the process (slower: a disk flush per
+            write).
+    """
+
+    def __init__(self, path: Union[str, 'os.PathLike[str]'], durable: bool = False) -> None:
+        self.path = Path(path)
+        self.durable = durable
+        self._fd: Optional[int] = None
+        self._pid = 0
+        self._file: Optional[Path] = None
+        self._broken = False
+        self._pending: list[str] = []
+
+    @classmethod
+    def beside(cls, directory: Union[str, 'os.PathLike[str]'], durable: bool = False) -> 'UnitLog':
+        """The unit log of a batch whose items live in ``directory``."""
+        from .failures import STATE_DIR
+
+        return cls(Path(directory) / STATE_DIR / UNITS_DIR, durable=durable)
+
+    # -- writing -------------------------------------------------------------
+
+    def add(
+        self,
+        unit: str,
+        version: str,
+        keys: Sequence[str],
+        kept_from: Optional[str] = None,
+        when: Optional[float] = None,
+    ) -> None:
+        """Buffer the record of a finished unit; :meth:`flush` writes it."""
+        if isinstance(keys, str):
+            raise TypeError(f'keys of unit {unit!r} must be a sequence of str, not a str')
+        self._pending.append(_line(unit, version, keys, time.time() if when is None else when, kept_from))
+
+    def record(self, unit: str, version: str, keys: Sequence[str], kept_from: Optional[str] = None) -> None:
+        """Write the record of a finished unit now."""
+        self.add(unit, version, keys, kept_from)
+        self.flush()
+
+    def flush(self) -> None:
+        """Write the buffered records with one ``os.write``.
+
+        Raises:
+            OSError: the folder or file cannot be written (the records stay
+                buffered for the next flush).
+        """
+        if not self._pending:
+            return
+        data = encode_block(self._pending)
+        fd = self._open()
+        if self._broken:
+            # The last write failed part way: end its torn line first.
+            data = b'\n' + data
+        try:
+            written = os.write(fd, data)
+            while written < len(data):  # a short write (a signal, a full disk)
+                written += os.write(fd, data[written:])
+            if self.durable:
+                os.fsync(fd)
+        except OSError:
+            self._broken = True
+            raise
+        self._broken = False
+        self._pending.clear()
+
+    def _open(self) -> int:
+        pid = os.getpid()
+        if self._fd is not None and self._pid == pid:
+            return self._fd
+        # First write here, or a fork copied the parent's descriptor: this
+        # process gets a file of its own (the parent's stays the parent's).
+        self.path.mkdir(parents=True, exist_ok=True)
+        host = socket.gethostname().replace(os.sep, '_') or 'host'
+        name = f'{host}-{pid}-{uuid.uuid4().hex[:8]}{_SUFFIX}'
+        self._file = self.path / name
+        self._fd = os.open(self._file, os.O_WRONLY | os.O_APPEND | os.O_CREAT, 0o644)
+        self._pid = pid
+        self._broken = False
+        return self._fd
+
+    def close(self) -> None:
+        """Write what is buffered and close this process's file."""
+        try:
+            self.flush()
+        finally:
+            if self._fd is not None and self._pid == os.getpid():
+                os.close(self._fd)
+            self._fd = None
+
+    # -- reading -------------------------------------------------------------
+
+    def files(self) -> list[Path]:
+        """The log's files, every writer's."""
+        try:
+            with os.scandir(self.path) as it:
+                return sorted(Path(e.path) for e in it if e.name.endswith(_SUFFIX) and e.is_file())
+        except FileNotFoundError:
+            return []
+
+    def rows(self) -> Iterator[list[Any]]:
+        """Every intact record as stored (``[unit, version, keys or None, time, kept_from?]``)."""
+        for file in self.files():
+            try:
+                data = file.read_bytes()
+            except FileNotFoundError:
+                continue  # removed by clear() meanwhile
+            yield from parse_blocks(data)
+
+    def records(self) -> Iterator[UnitRecord]:
+        """Every intact record, file by file."""
+        return map(to_record, self.rows())
+
+    def read(self) -> dict[str, UnitRecord]:
+        """The latest record of each recorded unit."""
+        rows: dict[str, Sequence[Any]] = {}
+        latest_rows(self.rows(), rows)
+        return {unit: to_record(row) for unit, row in rows.items()}
+
+    def clear(self) -> None:
+        """Remove every record (every writer's file)."""
+        self.close()
+        for file in self.files():
+            try:
+                file.unlink()
+            except FileNotFoundError:
+                pass
+
+    def __getstate__(self) -> dict[str, Any]:
+        # A descriptor means nothing in another process; nor do records
+        # this process has not written yet.
+        return {'path': self.path, 'durable': self.durable}
+
+    def __setstate__(self, state: dict[str, Any]) -> None:
+        self.__init__(state['path'], durable=state['durable'])  # type: ignore[misc]
+
+    def __repr__(self) -> str:
+        return f"{type(self).__name__}('{self.path}')"
+
+
+class MemoryUnitLog(UnitLog):
+    """A unit log kept in this process's memory, for delegates with no folder.
+
+    Only an executor that runs chunks in this process can use it.
+    """
+
+    def __init__(self) -> None:
+        super().__init__(Path('.'))
+        self._rows: list[list[Any]] = []
+
+    def flush(self) -> None:
+        if self._pending:
+            self._rows.extend(parse_blocks(encode_block(self._pending)))
+        self._pending.clear()
+
+    def close(self) -> None:
+        self.flush()
+
+    def files(self) -> list[Path]:
+        return []
+
+    def rows(self) -> Iterator[list[Any]]:
+        return iter(list(self._rows))
+
+    def clear(self) -> None:
+        self._pending.clear()
+        self._rows.clear()
+
+    def __getstate__(self) -> dict[str, Any]:
+        return {'rows': self._rows}
+
+    def __setstate__(self, state: dict[str, Any]) -> None:
+        self.__init__()  # type: ignore[misc]
+        self._rows = list(state['rows'])
+
+    def __repr__(self) -> str:
+        return f'{type(self).__name__}()'
