@@ -1,0 +1,454 @@
+"""Claims: runs that share an output folder split its work among them.
+
+Any number of runs (processes, on one host or on hosts sharing the file
+system) may fill one output folder at once.  Before a run computes a chunk
+it *claims* the chunk's keys; a key claimed by a live run is left to that
+run, so no key is computed twice while every run lives.
+
+The protocol needs two things of the file system, which local file systems
+and NFS both give: an exclusive create (``link(2)`` onto a name fails if
+the name exists) and modification times that follow writes.  No ``flock``.
+
+On disk, in ``<out>/.stashworks/``:
+
+``claims/<n>.json``
+    Claim number ``n`` (0, 1, 2, ...): the claiming run's id, host, pid,
+    time and keys.  A run makes claim ``n`` by linking a finished temp file
+    onto the name, so the name appears with its whole content, or not at
+    all; if ``n`` exists, another run got it first, and the run reads it
+    and tries ``n + 1``.  So claim ``n`` is only ever made once every claim
+    below ``n`` exists, and its maker has read all of them: a key already
+    held by a live run's lower claim is left out of claim ``n``.  A claim
+    is released (rewritten with ``"released": true``) once its keys are
+    settled.
+``runs/<run id>.json``
+    The claiming run's record (see :mod:`stashworks.multi.runs`), rewritten
+    by a heartbeat thread.  A claim holds while its run's record says the
+    run is running and the heartbeat is younger than the expiry (on the
+    same host: or its pid, with the same start time, still runs).
+
+Taking a dead run's keys over needs no extra step: its claims stop
+holding, so the next claim of a live run may list their keys again, and of
+two runs doing so at once the lower claim number wins, because the higher
+one's maker read the lower one first.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import os
+import re
+import socket
+import threading
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import IO, Any, Callable, Iterable, Optional, Sequence, Union
+
+from .._atomic import atomic_write, temp_name
+from .failures import utc_now
+from .runs import RunRecord, RunView, claim_timings, read_run, runs_dir
+
+__all__ = ['ClaimBook', 'ClaimResult', 'KeyState', 'claims_dir']
+
+logger = logging.getLogger(__name__)
+
+#: ``settled(key)``: ``True`` if the key is stored, ``False`` if it has a
+#: failure record, ``None`` if neither (another run may have settled it).
+KeyState = Callable[[str], Optional[bool]]
+
+_CLAIM_NAME = re.compile(r'([0-9]+)\.json\Z')
+
+
+def claims_dir(state_dir: Union[str, 'os.PathLike[str]']) -> Path:
+    """The folder of claims inside a batch's ``.stashworks`` folder."""
+    return Path(state_dir) / 'claims'
+
+
+@dataclass
+class _Claim:
+    """Another run's claim, as read."""
+
+    run: str
+    keys: tuple[str, ...]
+    #: when the file was written (epoch seconds), for a run whose record
+    #: cannot be read (yet)
+    mtime: float
+    released: bool
+
+
+@dataclass
+class ClaimResult:
+    """What one call of :meth:`ClaimBook.claim` got.
+
+    Attributes:
+        seq: the claim's number (``-1`` when nothing was claimed).
+        keys: the keys this run now holds and must compute.
+        deferred: keys held by other live runs (check them again with
+            :meth:`ClaimBook.poll`).
+        done_elsewhere: keys another run stored already.
+        failed_elsewhere: keys another run recorded as failed.
+    """
+
+    seq: int = -1
+    keys: list[str] = field(default_factory=list)
+    deferred: list[str] = field(default_factory=list)
+    done_elsewhere: list[str] = field(default_factory=list)
+    failed_elsewhere: list[str] = field(default_factory=list)
+
+
+class ClaimBook:
+    """One run's view of the claims on an output folder, and its own claims.
+
+    Use :meth:`open` before the first claim and :meth:`close` at the end
+    (also after an error: it releases what the run holds).
+
+    Args:
+        state_dir: the batch's ``.stashworks`` folder.
+        settled: tells whether another run settled a key (see
+            :data:`KeyState`); asked only for keys that another run claimed.
+        heartbeat: seconds between two heartbeats (default:
+            ``STASHWORKS_HEARTBEAT`` or 5).
+        expiry: seconds of silence after which a run's claims are taken
+            over (default: ``STASHWORKS_CLAIM_EXPIRY`` or 60).
+        info: fields for the run's record (``workers``, ``executor``,
+            ``total``...).
+        refresh: least seconds between two readings of another run's record.
+    """
+
+    def __init__(
+        self,
+        state_dir: Union[str, 'os.PathLike[str]'],
+        settled: KeyState,
+        heartbeat: Optional[float] = None,
+        expiry: Optional[float] = None,
+        info: Optional[dict[str, Any]] = None,
+        refresh: float = 0.5,
+    ) -> None:
+        self.state_dir = Path(state_dir)
+        self.dir = claims_dir(self.state_dir)
+        self.settled = settled
+        self.heartbeat, self.expiry = claim_timings(heartbeat, expiry)
+        self.refresh = refresh
+        self._lock = threading.Lock()
+        #: this run's open claims: number -> keys not settled yet
+        self.mine: dict[int, set[str]] = {}
+        self._my_key: dict[str, int] = {}
+        self._last_mine = -1
+        self._keys_of: dict[int, list[str]] = {}
+        #: other runs' claims by number, and the numbers claiming each key
+        self.others: dict[int, _Claim] = {}
+        self._by_key: dict[str, list[int]] = {}
+        self._next = 0
+        self._views: dict[str, tuple[float, Optional[RunView]]] = {}
+        self.record = RunRecord(self.state_dir, self.heartbeat, self.expiry, info, claims=self._open_claims)
+        self._host = socket.gethostname()
+        self._pid = os.getpid()
+        self.claims_made = 0
+
+    @property
+    def run_id(self) -> str:
+        """This run's id (the name of its record)."""
+        return self.record.run_id
+
+    # -- life cycle ----------------------------------------------------------
+
+    def open(self) -> None:
+        """Register this run, then read the claims already made.
+
+        Call it *before* listing what is done: a claim released before
+        then had its keys settled, so the listing knows them, and only the
+        claims that still hold need indexing.  The record is written first:
+        a run that reads the claims after this one registered sees it as
+        live, so it never cleans claims away under it (see :meth:`close`).
+        """
+        self.dir.mkdir(parents=True, exist_ok=True)
+        self.record.start()
+        listed = self._listed()
+        for seq in listed:
+            self._read(seq, settled_known=True)
+        if listed:
+            self._next = max(listed) + 1
+
+    def close(self, state: str = 'finished', cleanup: bool = False) -> None:
+        """Release every claim still open and write this run's final state.
+
+        Args:
+            state: ``'finished'``, ``'interrupted'`` or ``'crashed'``; any
+                of them voids this run's claims for the other runs at once.
+            cleanup: the batch is complete: if no other run holds claims,
+                remove the released claims (all but the highest number,
+                which keeps later claims numbered above every earlier one)
+                and the records of runs that ended or died.
+        """
+        for seq in list(self.mine):
+            self._release(seq)
+        self.record.close(state)
+        if cleanup:
+            try:
+                self._cleanup()
+            except OSError as exc:
+                logger.warning('cannot clean the claims in %s: %s', self.dir, exc)
+
+    def _cleanup(self) -> None:
+        views = self._all_runs()
+        if any(v.holds_claims for v in views if v.run_id != self.run_id):
+            return
+        seqs = self._listed()
+        for seq in seqs[:-1]:
+            try:
+                os.unlink(self.dir / f'{seq}.json')
+            except FileNotFoundError:
+                pass
+        for view in views:
+            if view.run_id != self.run_id and view.state in ('ended', 'dead'):
+                try:
+                    os.unlink(runs_dir(self.state_dir) / f'{view.run_id}.json')
+                except FileNotFoundError:
+                    pass
+
+    def _all_runs(self) -> list[RunView]:
+        folder = runs_dir(self.state_dir)
+        out = []
+        for entry in os.scandir(folder):
+            if _is_record(entry.name):
+                view = read_run(folder / entry.name, self.expiry)
+                if view is not None:
+                    out.append(view)
+        return out
+
+    # -- claims of others ----------------------------------------------------
+
+    def _listed(self) -> list[int]:
+        try:
+            with os.scandir(self.dir) as it:
+                return sorted(int(m.group(1)) for e in it if (m := _CLAIM_NAME.match(e.name)))
+        except FileNotFoundError:
+            return []
+
+    def _read(self, seq: int, settled_known: bool = False) -> None:
+        """Read another run's claim ``seq`` into the index.
+
+        Args:
+            seq: the claim's number.
+            settled_known: the caller will learn what is settled from the
+                stores afterwards, so a claim that no longer holds need
+                not be indexed.
+        """
+        path = self.dir / f'{seq}.json'
+        data: Any = None
+        mtime = time.time()
+        try:
+            with open(path, 'rb') as fh:
+                mtime = os.fstat(fh.fileno()).st_mtime
+                data = json.loads(fh.read())
+        except FileNotFoundError:
+            # Removed by the cleanup of a complete batch: all settled.
+            data = None
+        except (OSError, ValueError) as exc:
+            logger.warning('unreadable claim %s ignored: %s', path, exc)
+            data = None
+        if not isinstance(data, dict):
+            data = {'run': '', 'released': True, 'keys': []}
+        run = str(data.get('run', ''))
+        if run == self.run_id:
+            return
+        keys = data.get('keys') or []
+        claim = _Claim(run, tuple(k for k in keys if isinstance(k, str)), mtime, bool(data.get('released')))
+        self.others[seq] = claim
+        if settled_known and not self._holds(seq):
+            return
+        # A released claim is indexed too: its keys were settled after this
+        # run listed the stores, which ``settled`` will tell.
+        for key in claim.keys:
+            self._by_key.setdefault(key, []).append(seq)
+
+    def _view(self, run: str) -> Optional[RunView]:
+        now = time.monotonic()
+        cached = self._views.get(run)
+        if cached is not None and now - cached[0] < self.refresh:
+            return cached[1]
+        view = read_run(runs_dir(self.state_dir) / f'{run}.json', self.expiry) if run else None
+        self._views[run] = (now, view)
+        return view
+
+    def _holds(self, seq: int) -> bool:
+        """Whether another run's claim ``seq`` still holds its keys."""
+        claim = self.others[seq]
+        if claim.released:
+            return False
+        view = self._view(claim.run)
+        if view is None:
+            # No record to read (not visible yet on a network file system,
+            # or removed): a young claim holds, an old one does not.
+            return time.time() - claim.mtime < self.expiry
+        return view.holds_claims and not view.released(seq)
+
+    def holder(self, key: str) -> Optional[str]:
+        """The id of the live run holding ``key``, or ``None``."""
+        for seq in self._by_key.get(key, ()):
+            if self._holds(seq):
+                return self.others[seq].run
+        return None
+
+    def _sort(self, keys: Iterable[str], result: ClaimResult) -> list[str]:
+        """Keep the keys nobody else holds or settled; file the others in ``result``."""
+        by_key = self._by_key
+        holds: dict[int, bool] = {}  # per call: each claim judged once
+        keep = []
+        for key in keys:
+            seqs = by_key.get(key)
+            if seqs is None:
+                keep.append(key)
+                continue
+            held = False
+            for seq in seqs:
+                h = holds.get(seq)
+                if h is None:
+                    h = holds[seq] = self._holds(seq)
+                if h:
+                    held = True
+                    break
+            if held:
+                result.deferred.append(key)
+                continue
+            state = self.settled(key)
+            if state is None:
+                keep.append(key)  # taken over: its holder died or let go
+            elif state:
+                result.done_elsewhere.append(key)
+            else:
+                result.failed_elsewhere.append(key)
+        return keep
+
+    # -- own claims ----------------------------------------------------------
+
+    def _open_claims(self) -> tuple[list[int], int]:
+        with self._lock:
+            return sorted(self.mine), self._last_mine
+
+    def claim(self, keys: Sequence[str]) -> ClaimResult:
+        """Claim what nobody else holds of ``keys``.
+
+        Returns:
+            The claim: the keys this run holds now (possibly none), and
+            what became of the others.
+        """
+        result = ClaimResult()
+        keep = self._sort(keys, result)
+        while keep:
+            seq = self._next
+            if self._create(seq, keep):
+                self._keys_of[seq] = keep
+                with self._lock:
+                    self.mine[seq] = set(keep)
+                    for key in keep:
+                        self._my_key[key] = seq
+                    self._last_mine = seq
+                self._next = seq + 1
+                self.claims_made += 1
+                result.seq = seq
+                result.keys = keep
+                return result
+            # Another run made claim ``seq`` first: read it, leave its keys.
+            self._read(seq)
+            self._next = seq + 1
+            taken = self.others.get(seq)
+            if taken is not None and taken.keys:
+                theirs = set(taken.keys)
+                if not theirs.isdisjoint(keep):
+                    keep = self._sort(keep, result)
+        return result
+
+    def _create(self, seq: int, keys: list[str]) -> bool:
+        """Make claim ``seq`` with ``keys``; ``False`` if it exists already."""
+        payload = json.dumps(
+            {'run': self.run_id, 'host': self._host, 'pid': self._pid, 'time': utc_now(), 'keys': keys},
+            separators=(',', ':'),
+        ).encode('utf-8')
+        final = self.dir / f'{seq}.json'
+        tmp = self.dir / temp_name()
+        with open(tmp, 'xb') as fh:
+            fh.write(payload)
+        try:
+            os.link(tmp, final)
+            return True
+        except FileExistsError:
+            return False
+        except FileNotFoundError:
+            # The claims folder was removed (a cleanup by a finished run
+            # that could not see this one yet): make it again.
+            self.dir.mkdir(parents=True, exist_ok=True)
+            return False
+        finally:
+            try:
+                os.unlink(tmp)
+            except FileNotFoundError:
+                pass
+
+    def settle(self, keys: Iterable[str]) -> None:
+        """Keys this run computed (stored or failed); releases the claims they complete."""
+        emptied = []
+        with self._lock:
+            mine, my_key = self.mine, self._my_key
+            for key in keys:
+                seq = my_key.pop(key, None)
+                if seq is None:
+                    continue
+                left = mine.get(seq)
+                if left is not None:
+                    left.discard(key)
+                    if not left:
+                        emptied.append(seq)
+        for seq in emptied:
+            self._release(seq)
+
+    def _release(self, seq: int) -> None:
+        with self._lock:
+            left = self.mine.pop(seq, set())
+            for key in left:
+                self._my_key.pop(key, None)
+        keys = self._keys_of.pop(seq, [])
+        # The keys stay in the file: a run that reads it later learns they
+        # were settled here (it cannot know from its own listing of the stores).
+        payload = json.dumps(
+            {'run': self.run_id, 'released': True, 'time': utc_now(), 'keys': keys}, separators=(',', ':')
+        ).encode('utf-8')
+
+        def fill(fh: IO[bytes]) -> None:
+            fh.write(payload)
+
+        try:
+            atomic_write(self.dir / f'{seq}.json', fill)
+        except OSError as exc:
+            # The run's record says it too (the claim is no longer listed).
+            logger.warning('cannot release claim %d in %s: %s', seq, self.dir, exc)
+
+    @property
+    def held_keys(self) -> int:
+        """How many keys this run holds and has not settled."""
+        return len(self._my_key)
+
+    # -- waiting for others ---------------------------------------------------
+
+    def poll(self, keys: Iterable[str]) -> ClaimResult:
+        """Look again at keys deferred to other runs.
+
+        Returns:
+            ``deferred``: still held by a live run; ``done_elsewhere`` /
+            ``failed_elsewhere``: settled by another run; ``keys``: held
+            by nobody and unsettled (free to claim; not claimed yet).
+        """
+        result = ClaimResult()
+        self._views.clear()  # read the other runs' records afresh
+        result.keys = self._sort(keys, result)
+        return result
+
+    def update(self, **fields: Any) -> None:
+        """Progress fields for this run's record (``done``, ``computed``...)."""
+        self.record.update(claimed_keys=self.held_keys, **fields)
+
+
+def _is_record(name: str) -> bool:
+    return name.endswith('.json') and not name.startswith('.')
