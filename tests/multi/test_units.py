@@ -18,7 +18,20 @@ from unittest import mock
 
 import pytest
 
-from stashworks.multi.units import MemoryUnitLog, UnitLog, UnitRecord, encode_block, parse_blocks, unit_id
+from stashworks.multi.units import (
+    DONE,
+    FAILED,
+    MISSING,
+    STALE,
+    Census,
+    MemoryUnitLog,
+    UnitLog,
+    UnitRecord,
+    classify,
+    encode_block,
+    parse_blocks,
+    unit_id,
+)
 
 
 @dataclasses.dataclass(frozen=True)
@@ -205,7 +218,7 @@ def test_sigkill_in_the_middle_of_appending_leaves_a_readable_log(tmp_path: Path
     per_block, pad = 200, 50_000
     read_counts: dict[str, int] = {}
     torn = 0
-    for attempt in range(25):
+    for attempt in range(40):
         name = f'w{attempt}'
         proc = start_appender(tmp_path, name, blocks=50, per_block=per_block, pad=pad)
         assert proc.stdout is not None
@@ -216,7 +229,7 @@ def test_sigkill_in_the_middle_of_appending_leaves_a_readable_log(tmp_path: Path
         records = UnitLog(tmp_path).read()
         read_counts[name] = check_whole_blocks(records, name, per_block)
         torn = sum(1 for f in UnitLog(tmp_path).files() if not f.read_bytes().endswith(b'\n'))
-        if torn >= 2:
+        if torn >= 1:
             break
     assert torn >= 1, 'no kill landed inside a write: the torn case was not exercised'
     # The log stays appendable: a new writer after the kills is read too.
@@ -292,3 +305,49 @@ def test_the_memory_log_behaves_like_the_file_log() -> None:
     assert sorted(copy.read()) == ['a', 'b']
     log.clear()
     assert log.read() == {}
+
+
+# -- the census of a batch's units ---------------------------------------------
+
+
+def test_one_key_units_take_the_store_as_the_truth() -> None:
+    stored = {'a', 'b', 'c', 'other-batch'}
+    rows = {'b': ['b', 'old', None, 1.0], 'c': ['c', 'v', None, 1.0], 'gone': ['gone', 'v', None, 1.0]}
+    census = Census('v')
+    states = {}
+    for unit in ('a', 'b', 'c', 'gone', 'bad', 'new'):
+        state, items, version = classify(unit, rows.get(unit), 'v', stored, {'bad'}, one_key=True)
+        states[unit] = state
+        census.count(state, items, version)
+    # a: no record, counts as current; gone: recorded but deleted by hand.
+    assert states == {'a': DONE, 'b': STALE, 'c': DONE, 'gone': MISSING, 'bad': FAILED, 'new': MISSING}
+    assert census.as_dict() == {
+        'version': 'v',
+        'units': 6,
+        'done_units': 2,
+        'done_items': 2,
+        'stale_units': 1,
+        'stale_items': 1,
+        'stale_versions': {'old': 1},
+        'failed_units': 1,
+        'missing_units': 2,
+        'kept_units': 0,
+    }
+
+
+def test_many_key_units_need_a_record_and_every_recorded_item() -> None:
+    stored = {'d/0', 'd/1', 'e/0', 'f/0', 'f/1', 'half/0'}
+    rows = {
+        'd': ['d', 'v', ['d/0', 'd/1'], 1.0],
+        'e': ['e', 'v', ['e/0', 'e/1'], 1.0],  # e/1 was deleted
+        'f': ['f', 'old', ['f/0', 'f/1'], 1.0],
+        'none': ['none', 'v', [], 1.0],
+    }
+    got = {u: classify(u, rows.get(u), 'v', stored, set(), one_key=False) for u in ('d', 'e', 'f', 'none', 'half')}
+    assert got == {
+        'd': (DONE, 2, 'v'),
+        'e': (MISSING, 0, None),
+        'f': (STALE, 2, 'old'),
+        'none': (DONE, 0, 'v'),
+        'half': (MISSING, 0, None),  # items but no record: interrupted half way
+    }

@@ -51,10 +51,11 @@ import socket
 import time
 import uuid
 import zlib
+from dataclasses import dataclass, field
 from pathlib import Path, PurePath
-from typing import Any, Callable, Iterable, Iterator, NamedTuple, Optional, Sequence, Union
+from typing import Any, Callable, Container, Iterable, Iterator, NamedTuple, Optional, Sequence, Union
 
-__all__ = ['UNITS_DIR', 'UnitRecord', 'UnitLog', 'MemoryUnitLog', 'unit_id']
+__all__ = ['UNITS_DIR', 'Census', 'MemoryUnitLog', 'UnitLog', 'UnitRecord', 'classify', 'unit_id']
 
 logger = logging.getLogger(__name__)
 
@@ -358,11 +359,15 @@ class UnitLog:
         """Every intact record, file by file."""
         return map(to_record, self.rows())
 
-    def read(self) -> dict[str, UnitRecord]:
-        """The latest record of each recorded unit."""
+    def latest_rows(self) -> dict[str, Sequence[Any]]:
+        """The latest record of each recorded unit, as stored (the fast form of :meth:`read`)."""
         rows: dict[str, Sequence[Any]] = {}
         latest_rows(self.rows(), rows)
-        return {unit: to_record(row) for unit, row in rows.items()}
+        return rows
+
+    def read(self) -> dict[str, UnitRecord]:
+        """The latest record of each recorded unit."""
+        return {unit: to_record(row) for unit, row in self.latest_rows().items()}
 
     def clear(self) -> None:
         """Remove every record (every writer's file)."""
@@ -422,3 +427,121 @@ class MemoryUnitLog(UnitLog):
 
     def __repr__(self) -> str:
         return f'{type(self).__name__}()'
+
+
+# -- what a batch's units are: done, stale, failed or missing ----------------
+
+#: The states of a unit, as :class:`Census` counts them.
+DONE, STALE, FAILED, MISSING = 'done', 'stale', 'failed', 'missing'
+
+
+@dataclass
+class Census:
+    """The batch's own units (and their items), by state.
+
+    Only the units the batch yields count: other files in the same folder
+    (another batch's items, items written by hand) do not.
+
+    Attributes:
+        version: the batch's version.
+        units: the batch's distinct units.
+        done_units: units finished by this version (or with no recorded
+            version: items written by hand or by an older layout).
+        done_items: their items.
+        stale_units: units finished by another version.
+        stale_items: their items.
+        stale_versions: items per other version.
+        failed_units: units with a recorded failure.
+        missing_units: units neither done, stale nor failed (never run, or
+            interrupted half way).
+        kept_units: done units whose items were kept from another version
+            (``on_stale='keep'``).
+    """
+
+    version: str = ''
+    units: int = 0
+    done_units: int = 0
+    done_items: int = 0
+    stale_units: int = 0
+    stale_items: int = 0
+    stale_versions: dict[str, int] = field(default_factory=dict)
+    failed_units: int = 0
+    missing_units: int = 0
+    kept_units: int = 0
+
+    @property
+    def items(self) -> int:
+        """Items the batch's finished units stored (done and stale)."""
+        return self.done_items + self.stale_items
+
+    def count(self, state: str, items: int = 0, version: Optional[str] = None, kept: bool = False) -> None:
+        """Add one unit in ``state`` with ``items`` items."""
+        self.units += 1
+        if state == DONE:
+            self.done_units += 1
+            self.done_items += items
+            self.kept_units += kept
+        elif state == STALE:
+            self.stale_units += 1
+            self.stale_items += items
+            if version is not None:
+                self.stale_versions[version] = self.stale_versions.get(version, 0) + items
+        elif state == FAILED:
+            self.failed_units += 1
+        else:
+            self.missing_units += 1
+
+    def as_dict(self) -> dict[str, Any]:
+        """The counts as a JSON-ready ``dict`` (for the status file)."""
+        return {
+            'version': self.version,
+            'units': self.units,
+            'done_units': self.done_units,
+            'done_items': self.done_items,
+            'stale_units': self.stale_units,
+            'stale_items': self.stale_items,
+            'stale_versions': dict(sorted(self.stale_versions.items())),
+            'failed_units': self.failed_units,
+            'missing_units': self.missing_units,
+            'kept_units': self.kept_units,
+        }
+
+
+def classify(
+    unit: str,
+    row: Optional[Sequence[Any]],
+    version: str,
+    stored: Container[str],
+    failed: Container[str],
+    one_key: bool,
+) -> tuple[str, int, Optional[str]]:
+    """The state of one unit: ``(state, items, version that computed them)``.
+
+    Args:
+        unit: the unit's id.
+        row: its latest record as stored (:meth:`UnitLog.latest_rows`), or
+            ``None``.
+        version: the batch's version.
+        stored: the keys in the store (one listing).
+        failed: the units with a recorded failure.
+        one_key: the unit's one item has the unit's id as its key; then
+            the store's keys are the truth (an item deleted by hand is
+            missing again, an item with no record counts as current).
+    """
+    if one_key:
+        if unit in stored:
+            if row is None or row[1] == version:
+                return DONE, 1, version
+            return STALE, 1, row[1]
+    elif row is not None:
+        keys = (unit,) if row[2] is None else row[2]
+        # Finished, and every item it stored is still there: an item lost
+        # (deleted by hand, or a record that outlived a crash of the
+        # machine) sends the whole unit back to be computed.
+        if all(k in stored for k in keys):
+            if row[1] == version:
+                return DONE, len(keys), version
+            return STALE, len(keys), row[1]
+    if unit in failed:
+        return FAILED, 0, None
+    return MISSING, 0, None
