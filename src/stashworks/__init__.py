@@ -51,6 +51,7 @@ from .stash import (
 )
 
 if TYPE_CHECKING:
+    from .lmdbstash import LmdbStash
     from .multi.dask import DaskExecutor
 
 __version__ = '0.1.0'
@@ -73,6 +74,7 @@ __all__ = [
     'IncrementKeyDirectoryStash',
     'JsonSerializer',
     'KeyLimitStash',
+    'LmdbStash',
     'LocalPoolExecutor',
     'MultiProcessFactoryStash',
     'MultiProcessStash',
@@ -111,4 +113,10 @@ def __getattr__(name: str) -> Any:
         from .multi.dask import DaskExecutor
 
         return DaskExecutor
+    # LmdbStash likewise: the lmdb package is an optional extra
+    # ('stashworks[lmdb]'); without it the ImportError says so.
+    if name == 'LmdbStash':
+        from .lmdbstash import LmdbStash
+
+        return LmdbStash
     raise AttributeError(f'module {__name__!r} has no attribute {name!r}')
