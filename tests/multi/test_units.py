@@ -31,6 +31,7 @@ from stashworks.multi.units import (
     encode_block,
     parse_blocks,
     unit_id,
+    version_tag,
 )
 
 
@@ -351,3 +352,33 @@ def test_many_key_units_need_a_record_and_every_recorded_item() -> None:
         'none': (DONE, 0, 'v'),
         'half': (MISSING, 0, None),  # items but no record: interrupted half way
     }
+
+
+def test_file_names_tell_which_versions_were_recorded(tmp_path: Path) -> None:
+    log = UnitLog(tmp_path)
+    assert log.only('v1')  # nothing recorded yet
+    log.record('a', 'v1', ['a'])
+    assert UnitLog(tmp_path).only('v1') and not UnitLog(tmp_path).only('v2')
+    log.record('b', 'v2', ['b'])
+    assert UnitLog(tmp_path).versions_on_disk() == {version_tag('v1'), version_tag('v2')}
+    assert len(log.files()) == 2  # one file per version
+
+
+def test_prune_removes_only_files_whose_every_record_was_superseded(tmp_path: Path) -> None:
+    old = UnitLog(tmp_path)
+    old.add('a', 'v1', ['a'], when=1.0)
+    old.add('b', 'v1', ['b'], when=1.0)
+    old.flush()
+    older = UnitLog(tmp_path)
+    older.record('c', 'v0', ['c'])
+    new = UnitLog(tmp_path)
+    new.add('a', 'v2', ['a'], when=2.0)
+    new.flush()
+    assert UnitLog(tmp_path).prune('v2') == 0  # b is still v1's, c v0's
+    new.add('b', 'v2', ['b'], when=2.0, kept_from='v1')
+    new.flush()
+    assert UnitLog(tmp_path).prune('v2') == 1  # v1's file: all superseded
+    assert UnitLog(tmp_path).versions_on_disk() == {version_tag('v0'), version_tag('v2')}
+    got = UnitLog(tmp_path).read()
+    assert {u: r.version for u, r in got.items()} == {'a': 'v2', 'b': 'v2', 'c': 'v0'}
+    assert got['b'].kept_from == 'v1'

@@ -15,12 +15,16 @@ units live here:
 
 The log's files
 ---------------
-Each writing process appends to a file of its own,
-``<host>-<pid>-<random>.log``, so writers never share a file: appends from
+Each writing process appends to files of its own, one per version it
+records, ``<host>-<pid>-<random>-<version tag>.log``, so writers never
+share a file: appends from
 several hosts to one file on NFS can overwrite each other (an NFS client
 computes the end of the file from its own cached size), while appends to
 a file nobody else writes are safe on any file system.  A reader lists
-the folder and reads every file.
+the folder and reads every file; one that only needs to know whether
+another version ever recorded a unit reads the file names alone.  Files
+whose every record was superseded by a newer one are removed by
+:meth:`UnitLog.prune`.
 
 Records are written in blocks, each with one ``os.write`` on a descriptor
 opened with ``O_APPEND``: one JSON array per record and line
@@ -55,7 +59,7 @@ from dataclasses import dataclass, field
 from pathlib import Path, PurePath
 from typing import Any, Callable, Container, Iterable, Iterator, NamedTuple, Optional, Sequence, Union
 
-__all__ = ['UNITS_DIR', 'Census', 'MemoryUnitLog', 'UnitLog', 'UnitRecord', 'classify', 'unit_id']
+__all__ = ['UNITS_DIR', 'Census', 'MemoryUnitLog', 'UnitLog', 'UnitRecord', 'classify', 'unit_id', 'version_tag']
 
 logger = logging.getLogger(__name__)
 
@@ -236,12 +240,26 @@ def latest_rows(rows: Iterable[Sequence[Any]], into: dict[str, Sequence[Any]]) -
             into[row[0]] = row
 
 
+def version_tag(version: str) -> str:
+    """The short tag of a version in the log's file names (8 hex digits)."""
+    return hashlib.blake2b(version.encode('utf-8', 'surrogatepass'), digest_size=4).hexdigest()
+
+
+def _tag_of(file: Path) -> str:
+    # <host>-<pid>-<random>-<tag>.log
+    return file.name[: -len(_SUFFIX)].rsplit('-', 1)[-1]
+
+
 class UnitLog:
     """The append-only record of a batch's finished units, on disk.
 
+    Each writing process appends to files of its own, one per version it
+    records (``<host>-<pid>-<random>-<version tag>.log``): a reader that
+    only needs to know whether any unit was computed by another version
+    lists the folder and reads nothing (:meth:`versions_on_disk`).
+
     The object is cheap to pickle (a path and options): each process that
-    writes opens a file of its own on its first write (again after a
-    fork).
+    writes opens its files on its first write (again after a fork).
 
     Args:
         path: the log's folder (usually ``<dir>/.stashworks/units``).
@@ -253,11 +271,10 @@ class UnitLog:
     def __init__(self, path: Union[str, 'os.PathLike[str]'], durable: bool = False) -> None:
         self.path = Path(path)
         self.durable = durable
-        self._fd: Optional[int] = None
+        self._fds: dict[str, int] = {}
         self._pid = 0
-        self._file: Optional[Path] = None
-        self._broken = False
-        self._pending: list[str] = []
+        self._broken: set[str] = set()
+        self._pending: dict[str, list[str]] = {}
 
     @classmethod
     def beside(cls, directory: Union[str, 'os.PathLike[str]'], durable: bool = False) -> 'UnitLog':
@@ -279,26 +296,37 @@ class UnitLog:
         """Buffer the record of a finished unit; :meth:`flush` writes it."""
         if isinstance(keys, str):
             raise TypeError(f'keys of unit {unit!r} must be a sequence of str, not a str')
-        self._pending.append(_line(unit, version, keys, time.time() if when is None else when, kept_from))
+        line = _line(unit, version, keys, time.time() if when is None else when, kept_from)
+        pending = self._pending.get(version)
+        if pending is None:
+            pending = self._pending[version] = []
+        pending.append(line)
 
     def record(self, unit: str, version: str, keys: Sequence[str], kept_from: Optional[str] = None) -> None:
         """Write the record of a finished unit now."""
         self.add(unit, version, keys, kept_from)
         self.flush()
 
+    @property
+    def pending(self) -> int:
+        """Records buffered and not written yet."""
+        return sum(map(len, self._pending.values()))
+
     def flush(self) -> None:
-        """Write the buffered records with one ``os.write``.
+        """Write the buffered records, one ``os.write`` per version.
 
         Raises:
             OSError: the folder or file cannot be written (the records stay
                 buffered for the next flush).
         """
-        if not self._pending:
-            return
-        data = encode_block(self._pending)
-        fd = self._open()
-        if self._broken:
-            # The last write failed part way: end its torn line first.
+        for version in list(self._pending):
+            self._write(version, encode_block(self._pending[version]))
+            del self._pending[version]
+
+    def _write(self, version: str, data: bytes) -> None:
+        fd = self._open(version)
+        if version in self._broken:
+            # The last write failed part way: end its torn block first.
             data = b'\n' + data
         try:
             written = os.write(fd, data)
@@ -307,34 +335,36 @@ class UnitLog:
             if self.durable:
                 os.fsync(fd)
         except OSError:
-            self._broken = True
+            self._broken.add(version)
             raise
-        self._broken = False
-        self._pending.clear()
+        self._broken.discard(version)
 
-    def _open(self) -> int:
+    def _open(self, version: str) -> int:
         pid = os.getpid()
-        if self._fd is not None and self._pid == pid:
-            return self._fd
-        # First write here, or a fork copied the parent's descriptor: this
-        # process gets a file of its own (the parent's stays the parent's).
+        if self._pid != pid:
+            # First write here, or a fork copied the parent's descriptors:
+            # this process gets files of its own (the parent's stay its own).
+            self._fds = {}
+            self._broken = set()
+            self._pid = pid
+        fd = self._fds.get(version)
+        if fd is not None:
+            return fd
         self.path.mkdir(parents=True, exist_ok=True)
-        host = socket.gethostname().replace(os.sep, '_') or 'host'
-        name = f'{host}-{pid}-{uuid.uuid4().hex[:8]}{_SUFFIX}'
-        self._file = self.path / name
-        self._fd = os.open(self._file, os.O_WRONLY | os.O_APPEND | os.O_CREAT, 0o644)
-        self._pid = pid
-        self._broken = False
-        return self._fd
+        host = socket.gethostname().replace(os.sep, '_').replace('-', '_') or 'host'
+        name = f'{host}-{pid}-{uuid.uuid4().hex[:8]}-{version_tag(version)}{_SUFFIX}'
+        fd = self._fds[version] = os.open(self.path / name, os.O_WRONLY | os.O_APPEND | os.O_CREAT, 0o644)
+        return fd
 
     def close(self) -> None:
-        """Write what is buffered and close this process's file."""
+        """Write what is buffered and close this process's files."""
         try:
             self.flush()
         finally:
-            if self._fd is not None and self._pid == os.getpid():
-                os.close(self._fd)
-            self._fd = None
+            if self._pid == os.getpid():
+                for fd in self._fds.values():
+                    os.close(fd)
+            self._fds = {}
 
     # -- reading -------------------------------------------------------------
 
@@ -346,14 +376,25 @@ class UnitLog:
         except FileNotFoundError:
             return []
 
+    def versions_on_disk(self) -> set[str]:
+        """The tags (:func:`version_tag`) of the versions recorded, from the file names alone."""
+        return {_tag_of(f) for f in self.files()}
+
+    def only(self, version: str) -> bool:
+        """Whether every record on disk is of ``version`` (no other version was ever recorded)."""
+        return self.versions_on_disk() <= {version_tag(version)}
+
     def rows(self) -> Iterator[list[Any]]:
         """Every intact record as stored (``[unit, version, keys or None, time, kept_from?]``)."""
         for file in self.files():
-            try:
-                data = file.read_bytes()
-            except FileNotFoundError:
-                continue  # removed by clear() meanwhile
-            yield from parse_blocks(data)
+            yield from self._file_rows(file)
+
+    @staticmethod
+    def _file_rows(file: Path) -> list[list[Any]]:
+        try:
+            return parse_blocks(file.read_bytes())
+        except FileNotFoundError:
+            return []  # removed by clear() or prune() meanwhile
 
     def records(self) -> Iterator[UnitRecord]:
         """Every intact record, file by file."""
@@ -368,6 +409,32 @@ class UnitLog:
     def read(self) -> dict[str, UnitRecord]:
         """The latest record of each recorded unit."""
         return {unit: to_record(row) for unit, row in self.latest_rows().items()}
+
+    def prune(self, version: str) -> int:
+        """Remove the files of other versions whose every record was superseded.
+
+        Once the stale units were computed again (or kept), their old
+        records only slow the next reader down.  A file of ``version`` is
+        never removed.
+
+        Returns:
+            How many files were removed.
+        """
+        current = version_tag(version)
+        by_file = {f: self._file_rows(f) for f in self.files()}
+        newest: dict[str, Sequence[Any]] = {}
+        for rows in by_file.values():
+            latest_rows(rows, newest)
+        removed = 0
+        for file, rows in by_file.items():
+            if _tag_of(file) == current or any(newest.get(row[0]) is row for row in rows):
+                continue
+            try:
+                file.unlink()
+                removed += 1
+            except FileNotFoundError:
+                pass
+        return removed
 
     def clear(self) -> None:
         """Remove every record (every writer's file)."""
@@ -401,8 +468,8 @@ class MemoryUnitLog(UnitLog):
         self._rows: list[list[Any]] = []
 
     def flush(self) -> None:
-        if self._pending:
-            self._rows.extend(parse_blocks(encode_block(self._pending)))
+        for lines in self._pending.values():
+            self._rows.extend(parse_blocks(encode_block(lines)))
         self._pending.clear()
 
     def close(self) -> None:
@@ -411,8 +478,17 @@ class MemoryUnitLog(UnitLog):
     def files(self) -> list[Path]:
         return []
 
+    def versions_on_disk(self) -> set[str]:
+        return {version_tag(row[1]) for row in self._rows}
+
     def rows(self) -> Iterator[list[Any]]:
         return iter(list(self._rows))
+
+    def prune(self, version: str) -> int:
+        newest = self.latest_rows()
+        before = len(self._rows)
+        self._rows = [r for r in self._rows if newest.get(r[0]) is r]
+        return before - len(self._rows)
 
     def clear(self) -> None:
         self._pending.clear()
