@@ -16,7 +16,7 @@ from typing import Any, Optional
 import psutil
 import pytest
 
-from stashworks.multi.claims import ClaimBook, claims_dir
+from stashworks.multi.claims import ClaimBook, SharedWork, claims_dir
 from stashworks.multi.runs import claim_timings, judge, read_runs, runs_dir
 
 WORKER = Path(__file__).resolve().parent / 'claim_worker.py'
@@ -272,3 +272,32 @@ def test_timings_from_the_environment(monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.setenv('STASHWORKS_CLAIM_EXPIRY', 'soon')
     with pytest.raises(ValueError, match='STASHWORKS_CLAIM_EXPIRY'):
         claim_timings()
+
+
+def test_shared_work_hands_out_only_units_nobody_else_holds(tmp_path: Path) -> None:
+    done: set[str] = set()
+
+    def settled(key: str) -> Optional[bool]:
+        return True if key in done else None
+
+    units = [f'u{n}' for n in range(10)]
+    a = ClaimBook(tmp_path, settled, heartbeat=5.0, expiry=60.0)
+    b = ClaimBook(tmp_path, settled, heartbeat=5.0, expiry=60.0)
+    a.open()
+    b.open()
+    try:
+        work_a, work_b = SharedWork(a, units, poll_interval=0.0), SharedWork(b, units, poll_interval=0.0)
+        first = work_a.take(4)
+        second = work_b.take(4)
+        assert first == tuple(units[:4]) and second == tuple(units[4:8])
+        assert work_b.deferred == units[:4]
+        assert work_a.take(4) == tuple(units[8:])
+        assert work_b.take(4) == () and work_b.waiting
+        done.update(first)
+        a.settle(first)
+        assert work_b.take(4) == () and work_b.waiting  # units[8:] still held by a
+        assert work_b.done_elsewhere == 4 and work_b.drain() == (4, 0)
+        a.close('interrupted')  # gives units[8:] back unsettled
+        assert work_b.take(4) == tuple(units[8:]) and not work_b.waiting
+    finally:
+        b.close()

@@ -42,6 +42,7 @@ import re
 import socket
 import threading
 import time
+from collections import deque
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import IO, Any, Callable, Iterable, Optional, Sequence, Union
@@ -50,7 +51,7 @@ from .._atomic import atomic_write, temp_name
 from .failures import utc_now
 from .runs import RunRecord, RunView, claim_timings, read_run, runs_dir
 
-__all__ = ['ClaimBook', 'ClaimResult', 'KeyState', 'claims_dir']
+__all__ = ['ClaimBook', 'ClaimResult', 'KeyState', 'SharedWork', 'claims_dir', 'claims_enabled']
 
 logger = logging.getLogger(__name__)
 
@@ -59,6 +60,15 @@ logger = logging.getLogger(__name__)
 KeyState = Callable[[str], Optional[bool]]
 
 _CLAIM_NAME = re.compile(r'([0-9]+)\.json\Z')
+
+
+def claims_enabled() -> bool:
+    """Whether batches claim their chunks (``STASHWORKS_CLAIMS=0`` turns it off).
+
+    Off, a run behaves as if it were alone on its output folder: it
+    neither claims nor looks at other runs' claims.
+    """
+    return os.environ.get('STASHWORKS_CLAIMS', '1').strip().lower() not in ('0', 'false', 'no', 'off')
 
 
 def claims_dir(state_dir: Union[str, 'os.PathLike[str]']) -> Path:
@@ -441,9 +451,28 @@ class ClaimBook:
             by nobody and unsettled (free to claim; not claimed yet).
         """
         result = ClaimResult()
+        keys = list(keys)
         self._views.clear()  # read the other runs' records afresh
+        # A release shows in the claim file at once, in the record only
+        # with the next heartbeat: read the files of the claims waited on.
+        seqs = {seq for key in keys for seq in self._by_key.get(key, ()) if not self.others[seq].released}
+        for seq in seqs:
+            self._refresh(seq)
         result.keys = self._sort(keys, result)
         return result
+
+    def _refresh(self, seq: int) -> None:
+        """Read whether another run released its claim ``seq``."""
+        try:
+            with open(self.dir / f'{seq}.json', 'rb') as fh:
+                data = json.loads(fh.read())
+        except FileNotFoundError:
+            self.others[seq].released = True  # cleaned away: settled
+            return
+        except (OSError, ValueError):
+            return
+        if isinstance(data, dict) and data.get('released'):
+            self.others[seq].released = True
 
     def update(self, **fields: Any) -> None:
         """Progress fields for this run's record (``done``, ``computed``...)."""
@@ -452,3 +481,92 @@ class ClaimBook:
 
 def _is_record(name: str) -> bool:
     return name.endswith('.json') and not name.startswith('.')
+
+
+class SharedWork:
+    """One run's missing units, handed out in claimed chunks.
+
+    The engine asks :meth:`take` for the units of its next chunk instead
+    of slicing its list of missing units: it gets only units this run now
+    holds.  Units held by other live runs wait in :attr:`deferred`; when
+    the list is used up, :meth:`take` looks at them again (at most every
+    ``poll_interval`` seconds) and claims those whose holder died or let
+    them go unsettled.  The run is over when nothing is left to take,
+    nothing is in flight and :attr:`waiting` is false.
+
+    Args:
+        book: this run's open claim book.
+        missing: the units the run planned, in work order.
+        poll_interval: least seconds between two looks at deferred units.
+    """
+
+    def __init__(self, book: ClaimBook, missing: Sequence[str], poll_interval: float = 0.5) -> None:
+        self.book = book
+        self.missing = missing
+        self.next_index = 0
+        self.poll_interval = poll_interval
+        #: units held by other live runs, to look at again
+        self.deferred: list[str] = []
+        self._free: deque[str] = deque()
+        self._last_poll = 0.0
+        #: units other runs stored / recorded as failed, found so far
+        self.done_elsewhere = 0
+        self.failed_elsewhere = 0
+        #: ``(done, failed)`` counts found since the last :meth:`drain`
+        self._news = [0, 0]
+
+    @property
+    def unsent(self) -> int:
+        """Units not handed out yet (deferred ones excluded)."""
+        return len(self.missing) - self.next_index + len(self._free)
+
+    @property
+    def waiting(self) -> bool:
+        """Whether units held by other runs are still unsettled."""
+        return bool(self.deferred)
+
+    def _file(self, got: ClaimResult) -> None:
+        self.deferred.extend(got.deferred)
+        if got.done_elsewhere or got.failed_elsewhere:
+            self.done_elsewhere += len(got.done_elsewhere)
+            self.failed_elsewhere += len(got.failed_elsewhere)
+            self._news[0] += len(got.done_elsewhere)
+            self._news[1] += len(got.failed_elsewhere)
+
+    def drain(self) -> tuple[int, int]:
+        """Units other runs settled since the last call: ``(done, failed)``."""
+        news = (self._news[0], self._news[1])
+        self._news = [0, 0]
+        return news
+
+    def poll(self, force: bool = False) -> None:
+        """Look at the deferred units again (rate-limited unless ``force``)."""
+        if not self.deferred:
+            return
+        now = time.monotonic()
+        if not force and now - self._last_poll < self.poll_interval:
+            return
+        self._last_poll = now
+        polled = self.book.poll(self.deferred)
+        self.deferred = []
+        self._file(polled)
+        self._free.extend(polled.keys)
+
+    def take(self, size: int) -> tuple[str, ...]:
+        """Claim up to ``size`` units for the next chunk; ``()`` when none can be had now."""
+        size = max(1, size)
+        while True:
+            if self._free:
+                candidates = [self._free.popleft() for _ in range(min(size, len(self._free)))]
+            elif self.next_index < len(self.missing):
+                candidates = list(self.missing[self.next_index : self.next_index + size])
+                self.next_index += len(candidates)
+            else:
+                self.poll()
+                if not self._free:
+                    return ()
+                continue
+            got = self.book.claim(candidates)
+            self._file(got)
+            if got.keys:
+                return tuple(got.keys)
