@@ -288,7 +288,7 @@ class LmdbStash(CloseableStash):
             raise StashClosedError(f'{self!r} is closed')
 
     def _read(self, fn: Callable[[Any], T], what: str) -> T:
-        """Run ``fn(txn)`` in a read transaction."""
+        """Run ``fn(txn)`` in a read transaction; ``what`` names the data for an error."""
         handle = self._env()
         with handle.lock:
             env = handle.env
@@ -385,6 +385,18 @@ class LmdbStash(CloseableStash):
         return value if stored == kb else None
 
     def _lookup(self, key: str) -> Optional[bytes]:
+        handle = self._handle
+        if handle is not None and handle.env is not None and not self._buffer and type(key) is str:
+            # The usual read, in as few steps as it takes: an open
+            # environment, nothing buffered, a key LMDB holds as it is.
+            # Anything unusual (or any LMDB error) takes the general path.
+            raw = key.encode('utf-8', 'surrogatepass')
+            if 0 < len(raw) <= _MAX_KEY:
+                try:
+                    with handle.lock, handle.env.begin() as txn:
+                        return txn.get(raw)
+                except lmdb.Error:
+                    pass
         dbk, kb = self._db_key(key)
         self._env()
         buf = self._buffer
@@ -405,11 +417,23 @@ class LmdbStash(CloseableStash):
         return self._lookup(key) is not None
 
     def dump(self, key: str, value: Any) -> None:
-        self._env()
+        handle = self._env()
         dbk, kb = self._db_key(key)
         data = self._encode(key, value)
         if kb is not None:
             data = _KEY_LEN.pack(len(kb)) + kb + data
+        elif not self._group:
+            # The usual write (see _lookup); a full map and every other
+            # LMDB error go to _write, which grows the map and retries.
+            try:
+                with handle.lock:
+                    with handle.env.begin(write=True) as txn:  # type: ignore[union-attr]
+                        txn.put(dbk, data)
+                    if not handle.sync:
+                        handle.unsynced = True
+                return
+            except lmdb.Error:
+                pass
         if self._group:
             self._buffer[dbk] = data
             self._buffer_bytes += len(dbk) + len(data)

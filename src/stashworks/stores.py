@@ -1,0 +1,78 @@
+"""The kind of store an output folder holds, found from what is on disk.
+
+A batch's output folder holds its items either as one file per item (a
+:class:`~stashworks.DirectoryStash`: ``<key>.dat`` files) or in one LMDB
+database (an :class:`~stashworks.LmdbStash`: ``data.mdb`` and
+``lock.mdb``); either way its ``.stashworks/`` folder (failure records,
+status) sits beside the items.  Tools that read an output folder, such
+as the ``stashworks`` command, call :func:`open_output` and need no flag
+to say which kind it is.
+"""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+from typing import Optional, Union
+
+from .directory import DirectoryStash
+from .errors import BatchError
+from .stash import Stash
+
+__all__ = ['STORE_KINDS', 'store_kind', 'open_output']
+
+#: The kinds of store an output folder may hold, by the name the command line uses.
+STORE_KINDS = ('directory', 'lmdb')
+
+# LmdbStash's data file; spelled here too so that finding the kind of a
+# folder does not import lmdb (an optional extra).
+_LMDB_DATA = 'data.mdb'
+_ITEM_SUFFIX = '.dat'
+
+
+def store_kind(path: Union[str, 'os.PathLike[str]']) -> Optional[str]:
+    """Which kind of store the folder ``path`` holds: ``'lmdb'``, ``'directory'``, or ``None`` if neither yet.
+
+    An LMDB data file makes it ``'lmdb'``; otherwise one item file is
+    enough to make it ``'directory'`` (the folder is not listed in full).
+    """
+    folder = Path(path)
+    if (folder / _LMDB_DATA).is_file():
+        return 'lmdb'
+    try:
+        with os.scandir(folder) as it:
+            if any(entry.name.endswith(_ITEM_SUFFIX) for entry in it):
+                return 'directory'
+    except (FileNotFoundError, NotADirectoryError):
+        pass
+    return None
+
+
+def open_output(path: Union[str, 'os.PathLike[str]'], kind: Optional[str] = None) -> Stash:
+    """The stash of the output folder ``path``.
+
+    Args:
+        path: the output folder.
+        kind: ``'directory'`` or ``'lmdb'`` to ask for one kind (a new
+            folder is made of that kind); ``None`` to take whatever the
+            folder holds (a folder with nothing yet is a directory).
+
+    Raises:
+        BatchError: ``kind`` is not a known kind, or the folder already
+            holds the other kind (mixing them would hide items).
+        ImportError: the folder is an LMDB database and the ``lmdb``
+            package is not installed (the message names the extra).
+    """
+    if kind is not None and kind not in STORE_KINDS:
+        raise BatchError(f'unknown kind of store {kind!r} for {path}: use one of {", ".join(STORE_KINDS)}')
+    found = store_kind(path)
+    if kind is not None and found is not None and found != kind:
+        raise BatchError(
+            f'{path} already holds a {found} store; it cannot hold a {kind} store too '
+            f'(use another folder, or --store {found})'
+        )
+    if (kind or found) == 'lmdb':
+        from .lmdbstash import LmdbStash
+
+        return LmdbStash(path)
+    return DirectoryStash(path)
