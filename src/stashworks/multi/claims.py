@@ -51,7 +51,7 @@ from .._atomic import atomic_write, temp_name
 from .failures import utc_now
 from .runs import RunRecord, RunView, claim_timings, read_run, runs_dir
 
-__all__ = ['ClaimBook', 'ClaimResult', 'KeyState', 'SharedWork', 'claims_dir', 'claims_enabled']
+__all__ = ['ClaimBook', 'ClaimResult', 'KeyState', 'SharedWork', 'claims_dir', 'claims_enabled', 'open_book']
 
 logger = logging.getLogger(__name__)
 
@@ -156,6 +156,10 @@ class ClaimBook:
         self._host = socket.gethostname()
         self._pid = os.getpid()
         self.claims_made = 0
+        self._opened = False
+        self._live, self._live_at = 1, 0.0
+        #: whether :meth:`close` ran
+        self.closed = False
 
     @property
     def run_id(self) -> str:
@@ -167,17 +171,18 @@ class ClaimBook:
     def open(self) -> None:
         """Register this run, then read the claims already made.
 
-        Call it *before* listing what is done: a claim released before
-        then had its keys settled, so the listing knows them, and only the
-        claims that still hold need indexing.  The record is written first:
-        a run that reads the claims after this one registered sees it as
-        live, so it never cleans claims away under it (see :meth:`close`).
+        The record is written first: a run that reads the claims after
+        this one registered sees it as live, so it never cleans claims away
+        under it (see :meth:`close`).  Every claim is read, released ones
+        too: their keys may have been settled after this run listed the
+        stores, which :attr:`settled` then tells.
         """
         self.dir.mkdir(parents=True, exist_ok=True)
         self.record.start()
+        self._opened = True
         listed = self._listed()
         for seq in listed:
-            self._read(seq, settled_known=True)
+            self._read(seq)
         if listed:
             self._next = max(listed) + 1
 
@@ -192,8 +197,13 @@ class ClaimBook:
                 which keeps later claims numbered above every earlier one)
                 and the records of runs that ended or died.
         """
+        if self.closed:
+            return
+        self.closed = True
         for seq in list(self.mine):
             self._release(seq)
+        if not self._opened:
+            return
         self.record.close(state)
         if cleanup:
             try:
@@ -237,15 +247,8 @@ class ClaimBook:
         except FileNotFoundError:
             return []
 
-    def _read(self, seq: int, settled_known: bool = False) -> None:
-        """Read another run's claim ``seq`` into the index.
-
-        Args:
-            seq: the claim's number.
-            settled_known: the caller will learn what is settled from the
-                stores afterwards, so a claim that no longer holds need
-                not be indexed.
-        """
+    def _read(self, seq: int) -> None:
+        """Read another run's claim ``seq`` into the index."""
         path = self.dir / f'{seq}.json'
         data: Any = None
         mtime = time.time()
@@ -267,10 +270,8 @@ class ClaimBook:
         keys = data.get('keys') or []
         claim = _Claim(run, tuple(k for k in keys if isinstance(k, str)), mtime, bool(data.get('released')))
         self.others[seq] = claim
-        if settled_known and not self._holds(seq):
-            return
-        # A released claim is indexed too: its keys were settled after this
-        # run listed the stores, which ``settled`` will tell.
+        # A released claim is indexed too: its keys may have been settled
+        # after this run listed the stores, which ``settled`` will tell.
         for key in claim.keys:
             self._by_key.setdefault(key, []).append(seq)
 
@@ -294,6 +295,17 @@ class ClaimBook:
             # or removed): a young claim holds, an old one does not.
             return time.time() - claim.mtime < self.expiry
         return view.holds_claims and not view.released(seq)
+
+    def live_runs(self) -> int:
+        """How many runs hold claims on the folder, this one included (cached for a few seconds)."""
+        now = time.monotonic()
+        if now - self._live_at > max(2.0, self.refresh):
+            self._live_at = now
+            try:
+                self._live = 1 + sum(1 for v in self._all_runs() if v.run_id != self.run_id and v.holds_claims)
+            except OSError:
+                self._live = 1
+        return self._live
 
     def holder(self, key: str) -> Optional[str]:
         """The id of the live run holding ``key``, or ``None``."""
@@ -520,6 +532,15 @@ class SharedWork:
         """Units not handed out yet (deferred ones excluded)."""
         return len(self.missing) - self.next_index + len(self._free)
 
+    def share(self) -> int:
+        """This run's share of the unsent units, for sizing chunks.
+
+        Every live run walks the same list, so near the end a run's chunks
+        should shrink as if the rest were split among all of them.
+        """
+        unsent = self.unsent
+        return -(-unsent // self.book.live_runs()) if unsent else 0
+
     @property
     def waiting(self) -> bool:
         """Whether units held by other runs are still unsettled."""
@@ -570,3 +591,22 @@ class SharedWork:
             self._file(got)
             if got.keys:
                 return tuple(got.keys)
+
+
+def open_book(
+    state_dir: Optional[Path], settled: KeyState, info: Optional[dict[str, Any]] = None
+) -> Optional[ClaimBook]:
+    """An open :class:`ClaimBook` for a run on ``state_dir``, or ``None``.
+
+    ``None`` when the batch has no folder of its own (an in-memory
+    delegate: no other run can see it) or ``STASHWORKS_CLAIMS=0``.
+    """
+    if state_dir is None or not claims_enabled():
+        return None
+    book = ClaimBook(state_dir, settled, info=info)
+    try:
+        book.open()
+    except BaseException:
+        book.close('crashed')
+        raise
+    return book
