@@ -13,23 +13,19 @@ import sys
 import textwrap
 import time
 from pathlib import Path
-from typing import Any
+from typing import Any, Callable, Sequence
 from unittest import mock
 
 import pytest
 
 from stashworks.multi.units import (
-    DONE,
-    FAILED,
-    MISSING,
-    STALE,
-    Census,
     MemoryUnitLog,
     UnitLog,
     UnitRecord,
-    classify,
     encode_block,
+    keep_stale,
     parse_blocks,
+    plan_units,
     unit_id,
     version_tag,
 )
@@ -311,47 +307,94 @@ def test_the_memory_log_behaves_like_the_file_log() -> None:
 # -- the census of a batch's units ---------------------------------------------
 
 
+def members(keys: set[str]) -> Callable[[Sequence[str]], list[bool]]:
+    return lambda ks: [k in keys for k in ks]
+
+
 def test_one_key_units_take_the_store_as_the_truth() -> None:
-    stored = {'a', 'b', 'c', 'other-batch'}
-    rows = {'b': ['b', 'old', None, 1.0], 'c': ['c', 'v', None, 1.0], 'gone': ['gone', 'v', None, 1.0]}
-    census = Census('v')
-    states = {}
-    for unit in ('a', 'b', 'c', 'gone', 'bad', 'new'):
-        state, items, version = classify(unit, rows.get(unit), 'v', stored, {'bad'}, one_key=True)
-        states[unit] = state
-        census.count(state, items, version)
-    # a: no record, counts as current; gone: recorded but deleted by hand.
-    assert states == {'a': DONE, 'b': STALE, 'c': DONE, 'gone': MISSING, 'bad': FAILED, 'new': MISSING}
-    assert census.as_dict() == {
+    stored = {'a', 'b', 'c', 'other-batch', 'k'}
+    rows = {
+        'b': ['b', 'old', None, 1.0],
+        'c': ['c', 'v', None, 1.0],
+        'gone': ['gone', 'v', None, 1.0],
+        'k': ['k', 'v', None, 2.0, 'old'],
+    }
+    work = [(u, None) for u in ('a', 'b', 'c', 'gone', 'bad', 'new', 'a', 'k')]
+    plan = plan_units(work, members(stored), members({'bad'}), 'v', rows, one_key=True)
+    # a: no record, counts as current; gone: recorded but deleted by hand;
+    # the folder's other item is not the batch's.
+    assert plan.missing == ['gone', 'new']
+    assert plan.stale == {'b': ('old', ('b',))}
+    assert plan.payload is None
+    assert plan.census.as_dict() == {
         'version': 'v',
-        'units': 6,
-        'done_units': 2,
-        'done_items': 2,
+        'units': 7,
+        'done_units': 3,
+        'done_items': 3,
         'stale_units': 1,
         'stale_items': 1,
         'stale_versions': {'old': 1},
         'failed_units': 1,
         'missing_units': 2,
-        'kept_units': 0,
+        'kept_units': 1,
     }
 
 
+def test_the_one_key_fast_path_reads_no_record() -> None:
+    plan = plan_units([('a', None), ('b', None)], members({'a'}), members(set()), 'v', None, one_key=True)
+    assert plan.missing == ['b'] and plan.census.done_units == 1
+
+
 def test_many_key_units_need_a_record_and_every_recorded_item() -> None:
-    stored = {'d/0', 'd/1', 'e/0', 'f/0', 'f/1', 'half/0'}
+    stored = {'d/0', 'd/1', 'e/0', 'f/0', 'f/1', 'half/0', 'half'}
     rows = {
         'd': ['d', 'v', ['d/0', 'd/1'], 1.0],
         'e': ['e', 'v', ['e/0', 'e/1'], 1.0],  # e/1 was deleted
         'f': ['f', 'old', ['f/0', 'f/1'], 1.0],
         'none': ['none', 'v', [], 1.0],
     }
-    got = {u: classify(u, rows.get(u), 'v', stored, set(), one_key=False) for u in ('d', 'e', 'f', 'none', 'half')}
-    assert got == {
-        'd': (DONE, 2, 'v'),
-        'e': (MISSING, 0, None),
-        'f': (STALE, 2, 'old'),
-        'none': (DONE, 0, 'v'),
-        'half': (MISSING, 0, None),  # items but no record: interrupted half way
-    }
+    work = [(u, ('unit', u)) for u in ('d', 'e', 'f', 'none', 'half', 'bad')]
+    plan = plan_units(work, members(stored), members({'bad'}), 'v', rows, one_key=False)
+    # half: items (even one under its own id) but no record: interrupted
+    # half way, so computed again.
+    assert plan.missing == ['e', 'half']
+    assert plan.stale == {'f': ('old', ('f/0', 'f/1'))}
+    assert plan.payload == {'e': ('unit', 'e'), 'half': ('unit', 'half'), 'f': ('unit', 'f')}
+    c = plan.census
+    assert (c.done_units, c.done_items, c.stale_units, c.stale_items, c.failed_units, c.missing_units) == (
+        2,
+        2,
+        1,
+        2,
+        1,
+        2,
+    )
+
+
+def test_a_folder_with_no_record_at_all_counts_units_stored_under_their_id() -> None:
+    # Written before units were recorded: an item under the unit's id is
+    # taken as the unit's one item.
+    plan = plan_units([('a', None), ('b', None)], members({'a'}), members(set()), 'v', {}, one_key=False)
+    assert plan.missing == ['b'] and plan.census.done_units == 1
+
+
+def test_a_unit_id_that_is_not_a_str_is_a_type_error() -> None:
+    with pytest.raises(TypeError, match='#1 is not a str but int'):
+        plan_units([('a', None), (1, None)], members(set()), members(set()), 'v', None, one_key=True)  # type: ignore[list-item]
+
+
+def test_keep_stale_records_the_choice(tmp_path: Path) -> None:
+    log = UnitLog(tmp_path)
+    log.record('f', 'old', ['f/0', 'f/1'])
+    rows = log.latest_rows()
+    plan = plan_units([('f', None)], members({'f/0', 'f/1'}), members(set()), 'new', rows, one_key=False)
+    assert plan.census.stale_items == 2
+    assert keep_stale(log, plan, 'new') == 1
+    assert plan.census.done_items == 2 and plan.census.stale_units == 0 and plan.census.kept_units == 1
+    rec = UnitLog(tmp_path).read()['f']
+    assert (rec.version, rec.kept_from, rec.keys) == ('new', 'old', ('f/0', 'f/1'))
+    again = plan_units([('f', None)], members({'f/0', 'f/1'}), members(set()), 'new', log.latest_rows(), False)
+    assert again.census.done_units == 1 and again.census.kept_units == 1 and not again.stale
 
 
 def test_file_names_tell_which_versions_were_recorded(tmp_path: Path) -> None:

@@ -56,10 +56,22 @@ import time
 import uuid
 import zlib
 from dataclasses import dataclass, field
+from itertools import islice
 from pathlib import Path, PurePath
-from typing import Any, Callable, Container, Iterable, Iterator, NamedTuple, Optional, Sequence, Union
+from typing import Any, Callable, Iterable, Iterator, Mapping, NamedTuple, Optional, Sequence, Union
 
-__all__ = ['UNITS_DIR', 'Census', 'MemoryUnitLog', 'UnitLog', 'UnitRecord', 'classify', 'unit_id', 'version_tag']
+__all__ = [
+    'UNITS_DIR',
+    'Census',
+    'MemoryUnitLog',
+    'UnitLog',
+    'UnitPlan',
+    'UnitRecord',
+    'keep_stale',
+    'plan_units',
+    'unit_id',
+    'version_tag',
+]
 
 logger = logging.getLogger(__name__)
 
@@ -583,41 +595,154 @@ class Census:
         }
 
 
-def classify(
-    unit: str,
-    row: Optional[Sequence[Any]],
+#: ``membership(keys) -> [bool, ...]``: whether a store holds each key.
+Membership = Callable[[Sequence[str]], Sequence[bool]]
+
+#: Units asked about at once while planning.
+BLOCK = 65_536
+
+
+@dataclass
+class UnitPlan:
+    """What a batch of units has to do, before any decision about stale units.
+
+    Attributes:
+        missing: the units to compute, in work order, each once.
+        payload: the unit objects of ``missing`` and ``stale`` by id, when
+            units are not their ids (else ``None``).
+        census: every unit of the batch by state.
+        stale: the units finished by another version: id to ``(version,
+            item keys)``.
+    """
+
+    missing: list[str]
+    payload: Optional[dict[str, Any]]
+    census: Census
+    stale: dict[str, tuple[str, tuple[str, ...]]] = field(default_factory=dict)
+
+
+def plan_units(
+    work: Iterable[tuple[str, Any]],
+    stored: Membership,
+    failed: Membership,
     version: str,
-    stored: Container[str],
-    failed: Container[str],
+    rows: Optional[Mapping[str, Sequence[Any]]],
     one_key: bool,
-) -> tuple[str, int, Optional[str]]:
-    """The state of one unit: ``(state, items, version that computed them)``.
+    skip_failed: bool = True,
+    block: int = BLOCK,
+) -> UnitPlan:
+    """Sort a batch's units into done, stale, failed and missing.
 
     Args:
-        unit: the unit's id.
-        row: its latest record as stored (:meth:`UnitLog.latest_rows`), or
-            ``None``.
+        work: ``(unit id, unit)`` pairs, streamed once; ``unit`` is
+            ``None`` when the id is the unit.
+        stored: which keys the item store holds.
+        failed: which units have a failure record.
         version: the batch's version.
-        stored: the keys in the store (one listing).
-        failed: the units with a recorded failure.
-        one_key: the unit's one item has the unit's id as its key; then
-            the store's keys are the truth (an item deleted by hand is
-            missing again, an item with no record counts as current).
+        rows: the latest record of each unit (:meth:`UnitLog.latest_rows`);
+            ``None`` when the log holds no other version and the store's
+            keys are the truth (the one-key form's fast path).
+        one_key: each unit stores one item under its own id; the store's
+            keys are then the truth, and a unit with no record counts as
+            current.  Otherwise a unit is done once its record exists and
+            every item it lists is stored; a unit with no record counts as
+            done only if the log is empty and the store holds its id (a
+            folder written before units were recorded).
+        skip_failed: units with a failure record are left out (else they
+            are missing).
+        block: units asked about at once.
+
+    Raises:
+        TypeError: a unit id is not a ``str``.
     """
-    if one_key:
-        if unit in stored:
-            if row is None or row[1] == version:
-                return DONE, 1, version
-            return STALE, 1, row[1]
-    elif row is not None:
-        keys = (unit,) if row[2] is None else row[2]
-        # Finished, and every item it stored is still there: an item lost
-        # (deleted by hand, or a record that outlived a crash of the
-        # machine) sends the whole unit back to be computed.
-        if all(k in stored for k in keys):
-            if row[1] == version:
-                return DONE, len(keys), version
-            return STALE, len(keys), row[1]
-    if unit in failed:
-        return FAILED, 0, None
-    return MISSING, 0, None
+    census = Census(version)
+    missing: list[str] = []
+    stale: dict[str, tuple[str, tuple[str, ...]]] = {}
+    payload: Optional[dict[str, Any]] = None
+    seen: set[str] = set()
+    legacy = not rows  # no record at all: the store alone can tell
+    records = rows or {}
+    pairs = iter(work)
+    counted = 0
+    while True:
+        batch = list(islice(pairs, block))
+        if not batch:
+            break
+        ids = []
+        for n, (uid, _) in enumerate(batch, counted):
+            if not isinstance(uid, str):
+                raise TypeError(f'the id of work unit #{n} is not a str but {type(uid).__name__}: {uid!r}')
+            ids.append(uid)
+        counted += len(batch)
+        present = stored(ids) if one_key or legacy else [False] * len(ids)
+        undecided: list[tuple[str, Any]] = []
+        for (uid, unit), here in zip(batch, present, strict=True):
+            if uid in seen:
+                continue  # counted once even if the work repeats it
+            seen.add(uid)
+            row = records.get(uid)
+            state, items, made_by = DONE, 0, None
+            if one_key:
+                state, items, made_by = _one_key_state(row, here, version)
+            elif row is not None:
+                keys = (uid,) if row[2] is None else tuple(row[2])
+                if all(stored(keys)) if keys else True:
+                    state, items, made_by = (DONE if row[1] == version else STALE), len(keys), row[1]
+                else:
+                    state = MISSING
+            else:
+                state, items = (DONE, 1) if legacy and here else (MISSING, 0)
+            if state == STALE:
+                assert made_by is not None and row is not None
+                stale[uid] = (made_by, (uid,) if row[2] is None else tuple(row[2]))
+                census.count(STALE, items, made_by)
+                if unit is not None:
+                    payload = {} if payload is None else payload
+                    payload[uid] = unit
+            elif state == DONE:
+                census.count(DONE, items, kept=row is not None and len(row) > 4)
+            else:
+                undecided.append((uid, unit))
+        recorded = failed([u for u, _ in undecided]) if skip_failed and undecided else [False] * len(undecided)
+        for (uid, unit), has_failed in zip(undecided, recorded, strict=True):
+            if has_failed:
+                census.count(FAILED)
+                continue
+            census.count(MISSING)
+            missing.append(uid)
+            if unit is not None:
+                payload = {} if payload is None else payload
+                payload[uid] = unit
+    return UnitPlan(missing, payload, census, stale)
+
+
+def _one_key_state(row: Optional[Sequence[Any]], here: bool, version: str) -> tuple[str, int, Optional[str]]:
+    if not here:
+        return MISSING, 0, None
+    if row is None or row[1] == version:
+        return DONE, 1, version
+    return STALE, 1, row[1]
+
+
+def keep_stale(log: UnitLog, plan: UnitPlan, version: str) -> int:
+    """Record that the stale units' items are kept as they are (``on_stale='keep'``).
+
+    Each stale unit gets a record of ``version`` that names the version
+    that really computed its items (``kept_from``), so the choice is on
+    file and the next run sees those units as current.
+
+    Returns:
+        How many units were kept.
+    """
+    for uid, (old, keys) in plan.stale.items():
+        log.add(uid, version, keys, kept_from=old)
+    log.flush()
+    kept = len(plan.stale)
+    census = plan.census
+    census.done_units += kept
+    census.done_items += census.stale_items
+    census.kept_units += kept
+    census.stale_units = census.stale_items = 0
+    census.stale_versions = {}
+    plan.stale = {}
+    return kept
