@@ -41,6 +41,7 @@ __all__ = [
     'pid_alive',
     'read_runs',
     'runs_dir',
+    'runs_summary',
 ]
 
 logger = logging.getLogger(__name__)
@@ -244,6 +245,57 @@ def read_runs(state_dir: Union[str, 'os.PathLike[str]'], expiry: Optional[float]
         views.append(view)
     views.sort(key=lambda v: str(v.data.get('started', '')))
     return views
+
+
+def runs_summary(
+    directory: Union[str, 'os.PathLike[str]'], done: Optional[int] = None, failed: Optional[int] = None
+) -> dict[str, Any]:
+    """Every recorded run of a batch, and the combined progress of the live ones.
+
+    Args:
+        directory: the output folder (or its ``.stashworks`` folder).
+        done: items stored now (counted by the caller, on disk).
+        failed: failure records now.
+
+    Returns:
+        ``{'runs': [...], 'combined': {...}}``, JSON-ready.  Each run has
+        ``run``, ``host``, ``pid``, ``state`` (``live``, ``expiring``,
+        ``dead`` or ``ended``), ``workers``, ``executor``, ``rate``,
+        ``computed``, ``claims`` (how many it holds), ``claimed_keys``,
+        ``heartbeat_age`` and ``expires_in`` (seconds until its claims are
+        taken over).  ``combined`` has ``live_runs``, ``total``, ``rate``
+        (the live runs' items/s, summed) and ``eta_seconds``.
+    """
+    views = read_runs(directory)
+    runs = []
+    for view in views:
+        d = view.data
+        runs.append(
+            {
+                'run': view.run_id,
+                'host': d.get('host'),
+                'pid': d.get('pid'),
+                'state': view.state,
+                'workers': d.get('workers'),
+                'executor': d.get('executor'),
+                'started': d.get('started'),
+                'rate': d.get('rate'),
+                'computed': d.get('computed'),
+                'claims': len(view.open_claims) if view.holds_claims else 0,
+                'claimed_keys': d.get('claimed_keys', 0) if view.holds_claims else 0,
+                'heartbeat_age': round(view.age, 1),
+                'expires_in': round(view.expires_in, 1) if view.holds_claims else 0.0,
+            }
+        )
+    live = [v for v in views if v.holds_claims]
+    totals = [v.data.get('total') for v in (live or views) if isinstance(v.data.get('total'), int)]
+    total = max(totals) if totals else None
+    rate = sum(float(v.data.get('rate') or 0.0) for v in live if v.state == 'live')
+    eta = None
+    if live and rate > 0 and total is not None and done is not None:
+        eta = round(max(0, total - done - (failed or 0)) / rate, 1)
+    combined = {'live_runs': len(live), 'total': total, 'rate': round(rate, 3), 'eta_seconds': eta}
+    return {'runs': runs, 'combined': combined}
 
 
 def new_run_id() -> str:
