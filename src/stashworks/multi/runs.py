@@ -288,7 +288,7 @@ def runs_summary(
             }
         )
     live = [v for v in views if v.holds_claims]
-    totals = [v.data.get('total') for v in (live or views) if isinstance(v.data.get('total'), int)]
+    totals = [t for t in (v.data.get('total') for v in (live or views)) if isinstance(t, int)]
     total = max(totals) if totals else None
     rate = sum(float(v.data.get('rate') or 0.0) for v in live if v.state == 'live')
     eta = None
