@@ -18,10 +18,13 @@ from unittest import mock
 
 import pytest
 
+from stashworks.errors import BatchError
 from stashworks.multi.units import (
     MemoryUnitLog,
+    StaleItemsError,
     UnitLog,
     UnitRecord,
+    check_on_stale,
     encode_block,
     keep_stale,
     parse_blocks,
@@ -425,3 +428,16 @@ def test_prune_removes_only_files_whose_every_record_was_superseded(tmp_path: Pa
     got = UnitLog(tmp_path).read()
     assert {u: r.version for u, r in got.items()} == {'a': 'v2', 'b': 'v2', 'c': 'v0'}
     assert got['b'].kept_from == 'v1'
+
+
+def test_the_stale_error_says_how_many_which_versions_and_the_ways_on() -> None:
+    err = StaleItemsError('v3', units=2, items=5, versions={'v1': 3, 'v2': 2}, where='out/')
+    text = str(err)
+    for part in ('5 items of 2 units in out/', 'v1 (3 items), v2 (2 items)', 'v3', "on_stale='recompute'"):
+        assert part in text
+    assert "on_stale='keep'" in text and '--on-stale recompute|keep' in text
+    assert isinstance(err, BatchError) and isinstance(err, RuntimeError)
+    copy = pickle.loads(pickle.dumps(err))
+    assert str(copy) == text and copy.versions == {'v1': 3, 'v2': 2}
+    with pytest.raises(ValueError, match='on_stale'):
+        check_on_stale('ignore')

@@ -60,6 +60,8 @@ from itertools import islice
 from pathlib import Path, PurePath
 from typing import Any, Callable, Iterable, Iterator, Mapping, NamedTuple, Optional, Sequence, Union
 
+from ..errors import BatchError
+
 __all__ = [
     'UNITS_DIR',
     'Census',
@@ -67,6 +69,9 @@ __all__ = [
     'UnitLog',
     'UnitPlan',
     'UnitRecord',
+    'StaleItemsError',
+    'ON_STALE',
+    'check_on_stale',
     'keep_stale',
     'plan_units',
     'unit_id',
@@ -593,6 +598,54 @@ class Census:
             'missing_units': self.missing_units,
             'kept_units': self.kept_units,
         }
+
+
+#: The values of ``on_stale``.
+ON_STALE = ('error', 'recompute', 'keep')
+
+
+class StaleItemsError(BatchError):
+    """The output holds items computed by another version of the batch's code.
+
+    Raised by ``prime()`` before any work, unless ``on_stale`` says what
+    to do.
+
+    Attributes:
+        version: this batch's version.
+        units: how many of the batch's units were computed by other versions.
+        items: how many items those units stored.
+        versions: items per other version.
+        where: the batch's folder (or a description of its store).
+    """
+
+    def __init__(self, version: str, units: int, items: int, versions: Mapping[str, int], where: str) -> None:
+        self.version = version
+        self.units = units
+        self.items = items
+        self.versions = dict(versions)
+        self.where = where
+        listed = ', '.join(f'{v} ({n} items)' for v, n in sorted(self.versions.items()))
+        super().__init__(
+            f'{items} items of {units} units in {where} were computed by another version of the code '
+            f"({listed}), not by this batch's version {version}; nothing was computed. "
+            f"Pass on_stale='recompute' to compute those units again (nothing else), or on_stale='keep' "
+            f'to keep their items as they are (the choice is recorded); on the command line: '
+            f'--on-stale recompute|keep'
+        )
+
+    def __reduce__(self) -> tuple[Any, ...]:
+        return (type(self), (self.version, self.units, self.items, self.versions, self.where))
+
+
+def check_on_stale(value: str) -> str:
+    """Validate an ``on_stale`` option.
+
+    Raises:
+        ValueError: not one of :data:`ON_STALE`.
+    """
+    if value not in ON_STALE:
+        raise ValueError(f"on_stale must be 'error', 'recompute' or 'keep', not {value!r}")
+    return value
 
 
 #: ``membership(keys) -> [bool, ...]``: whether a store holds each key.
