@@ -64,3 +64,58 @@ def error_line(proc: subprocess.CompletedProcess[str]) -> str:
     assert len(lines) == 1, proc.stderr
     assert lines[0].startswith('stashworks: error: '), lines[0]
     return lines[0]
+
+
+def stashworks_tty(
+    *args: Any, stdout_tty: bool = False, stderr_tty: bool = True, timeout: float = 60, **env: str
+) -> tuple[int, str, str]:
+    """Run ``stashworks ARGS...`` with stdout and/or stderr on a pseudo-terminal.
+
+    Returns:
+        ``(exit status, stdout, stderr)``; a stream on the terminal is
+        read from the terminal (with ``\\r\\n`` line ends, as a terminal
+        shows them).
+    """
+    import fcntl
+    import pty
+    import struct
+    import termios
+    import threading
+
+    master, slave = pty.openpty()
+    # A fresh pseudo-terminal is 0 columns wide; tqdm would draw nothing.
+    fcntl.ioctl(slave, termios.TIOCSWINSZ, struct.pack('HHHH', 40, 120, 0, 0))
+    chunks: list[bytes] = []
+
+    def drain() -> None:
+        while True:
+            try:
+                data = os.read(master, 65536)
+            except OSError:  # EIO: every writer closed the terminal
+                return
+            if not data:
+                return
+            chunks.append(data)
+
+    reader = threading.Thread(target=drain, daemon=True)
+    reader.start()
+    try:
+        proc = subprocess.Popen(
+            [*command(), *map(str, args)],
+            stdout=slave if stdout_tty else subprocess.PIPE,
+            stderr=slave if stderr_tty else subprocess.PIPE,
+            cwd=TESTS_DIR,
+            env=cli_env(**{'COLUMNS': '120', **env}),
+        )
+        os.close(slave)
+        slave = -1
+        out, err = proc.communicate(timeout=timeout)
+        reader.join(timeout=10)
+    finally:
+        if slave >= 0:
+            os.close(slave)
+        os.close(master)
+    tty_text = b''.join(chunks).decode('utf-8', 'replace')
+    stdout = tty_text if stdout_tty else out.decode('utf-8', 'replace')
+    stderr = tty_text if stderr_tty else err.decode('utf-8', 'replace')
+    return proc.returncode, stdout, stderr

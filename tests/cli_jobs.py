@@ -54,3 +54,26 @@ def logged_slow(key: str) -> str:
             os.close(fd)
     time.sleep(float(os.environ.get('CLI_JOBS_DELAY', '0.05')))
     return key.upper()
+
+
+def pid(key: str) -> int:
+    """The id of the process that computed ``key``."""
+    return os.getpid()
+
+
+def die_on_die(key: str) -> str:
+    """``key``, but the worker process dies at once on the key ``die``."""
+    if key == 'die':
+        os._exit(3)
+    return key
+
+
+def huge_message(key: str) -> str:
+    """Raises with a message of about 5 MB on one line."""
+    raise ValueError('x' * 5_000_000)
+
+
+def slow(key: str) -> str:
+    """``key``, after ``$CLI_JOBS_DELAY`` seconds (default 0.05)."""
+    time.sleep(float(os.environ.get('CLI_JOBS_DELAY', '0.05')))
+    return key

@@ -77,8 +77,8 @@ def test_demo_records_files_that_do_not_parse_as_failures_and_exits_0(tmp_path: 
     out = tmp_path / 'demo'
     proc = stashworks('demo', '--source', source, '--out', out, *FAST)
     assert proc.returncode == 0, proc.stderr
-    assert '1 file(s) did not parse' in proc.stdout
-    assert 'exit status is 0' in proc.stdout
+    assert '1 file did not parse' in proc.stderr
+    assert 'exit status is 0' in proc.stderr
     records = json.loads(stashworks('failures', out, '--json').stdout)
     assert [(r['key'], r['error_type']) for r in records] == [('bad.py', 'SyntaxError')]
 
@@ -96,12 +96,13 @@ def test_demo_progress_bar_goes_to_stderr_when_asked(tmp_path: Path) -> None:
     assert '3/3' not in proc.stdout
 
 
+@pytest.mark.xfail(strict=True, reason='the batch layer still prints a summary of its own under the bar')
 def test_demo_with_a_progress_bar_prints_its_summary_once(tmp_path: Path) -> None:
     proc = stashworks('demo', '--out', tmp_path / 'demo', '--limit', '3', '--workers', '2', '--progress')
     assert proc.returncode == 0, proc.stderr
-    both = proc.stdout + proc.stderr
-    assert both.count('0 done before, 3 computed now, 0 failed') == 1, both
-    assert 'done: 0 before, 3 now' not in both
+    assert proc.stdout.count('3 of 3 done: 0 before, 3 now, 0 failed') == 1, proc.stdout
+    # The bar closes without a summary of its own under it.
+    assert 'computed now' not in proc.stderr, proc.stderr
 
 
 # -- run -------------------------------------------------------------------
@@ -118,7 +119,7 @@ def test_run_exits_1_and_lists_the_failed_keys(tmp_path: Path) -> None:
     keys = _keys_file(tmp_path, [str(i) for i in range(6)])
     proc = stashworks('run', 'cli_jobs:fail_on_odd', '--keys', keys, '--out', tmp_path / 'out', *FAST)
     assert proc.returncode == 1, proc.stderr
-    assert '3 key(s) failed:' in proc.stdout
+    assert '3 keys failed:' in proc.stdout
     for key in ('1', '3', '5'):
         assert f'  {key}: ValueError: odd key {key}' in proc.stdout
     assert sorted(DirectoryStash(tmp_path / 'out').keys()) == ['0', '2', '4']
@@ -129,7 +130,7 @@ def test_run_again_with_failures_left_still_exits_1(tmp_path: Path) -> None:
     stashworks('run', 'cli_jobs:fail_on_odd', '--keys', keys, '--out', tmp_path / 'out', *FAST)
     proc = stashworks('run', 'cli_jobs:fail_on_odd', '--keys', keys, '--out', tmp_path / 'out', *FAST)
     assert proc.returncode == 1
-    assert '1 key(s) failed:' in proc.stdout
+    assert '1 key failed:' in proc.stdout
 
 
 def test_run_retry_failures_computes_the_failed_keys_again(tmp_path: Path) -> None:
@@ -255,7 +256,7 @@ def test_ctrl_c_with_a_progress_bar_says_what_was_done_once(tmp_path: Path) -> N
     assert stderr.count('To resume:') == 1, stderr
 
 
-def test_sigterm_stops_run_with_130_keeping_completed_items(tmp_path: Path) -> None:
+def test_sigterm_stops_run_with_143_keeping_completed_items(tmp_path: Path) -> None:
     out = tmp_path / 'out'
     keys = _keys_file(tmp_path, [f'k{i:02d}' for i in range(30)])
     proc = start_stashworks('run', 'cli_jobs:logged_slow', '--keys', keys, '--out', out, *FAST, CLI_JOBS_DELAY='0.2')
@@ -265,6 +266,6 @@ def test_sigterm_stops_run_with_130_keeping_completed_items(tmp_path: Path) -> N
         _, stderr = proc.communicate(timeout=30)
     finally:
         proc.kill()
-    assert proc.returncode == 130, stderr
+    assert proc.returncode == 143, stderr  # 128 + SIGTERM, as a shell reports it
     assert 'To resume: stashworks run cli_jobs:logged_slow' in stderr
     assert json.loads(stashworks('status', out, '--json').stdout)['state'] == 'interrupted'

@@ -199,7 +199,7 @@ def test_rm_json_lists_removed_keys(out: Path) -> None:
 def test_status_counts_items_and_failures_on_disk(out: Path) -> None:
     proc = stashworks('status', out)
     assert proc.returncode == 0, proc.stderr
-    assert proc.stdout.splitlines()[0] == f'{out}: 3 done, 1 failed, of 5 (60.0% done)'
+    assert proc.stdout.splitlines()[0] == f'{out}: 3 done, 1 failed, of 5: finished with 1 failure and 1 item missing'
     assert 'batch: finished' in proc.stdout
 
 

@@ -7,9 +7,23 @@ import json
 import sys
 from typing import Any, Optional
 
+from .._text import a_or_an, first_line, plural
 from ..errors import StashError
 
-__all__ = ['CliError', 'UsageError', 'print_json', 'format_duration', 'parse_time', 'format_time', 'echo']
+__all__ = [
+    'CliError',
+    'UsageError',
+    'print_json',
+    'format_duration',
+    'parse_time',
+    'format_time',
+    'echo',
+    'note',
+    'warn',
+    'plural',
+    'a_or_an',
+    'first_line',
+]
 
 #: Exit status of a command that failed (not a usage error).
 EXIT_FAILURE = 1
@@ -17,6 +31,8 @@ EXIT_FAILURE = 1
 EXIT_USAGE = 2
 #: Exit status after Ctrl-C, as a shell reports a process killed by SIGINT.
 EXIT_INTERRUPTED = 130
+#: Exit status after SIGTERM, as a shell reports a process killed by it.
+EXIT_TERMINATED = 143
 
 
 class CliError(StashError):
@@ -38,11 +54,23 @@ class UsageError(CliError, ValueError):
 def echo(text: str = '', err: bool = False) -> None:
     """Print one line to stdout (or stderr with ``err``) and flush it.
 
-    Flushing matters: another process (a test, a pipe) reads these lines
-    while a long batch is still running.
+    stdout carries what a command produces (a summary, keys, records, an
+    item), so it pipes cleanly; everything else goes to stderr (see
+    :func:`note`).  Flushing matters: another process (a test, a pipe)
+    reads these lines while a long batch is still running.
     """
     stream = sys.stderr if err else sys.stdout
     print(text, file=stream, flush=True)
+
+
+def note(text: str) -> None:
+    """A hint, footer or header for the person at the terminal: on stderr."""
+    echo(text, err=True)
+
+
+def warn(text: str) -> None:
+    """A warning line on stderr: ``stashworks: warning: ...``."""
+    echo(f'stashworks: warning: {text}', err=True)
 
 
 def _json_default(value: Any) -> Any:

@@ -7,12 +7,15 @@ unpickles anything (the one item asked for).
 from __future__ import annotations
 
 import argparse
+import datetime as dt
+import json
 import pprint
 import sys
-from typing import Any
+import time
+from typing import Any, Optional
 
 from ..errors import StashCorruptError
-from .common import CliError, echo, format_duration, format_time, print_json
+from .common import CliError, echo, first_line, format_duration, format_time, note, parse_time, plural, print_json
 from .layout import BatchDir, is_alive
 from .loading import add_cwd_to_path
 
@@ -25,49 +28,96 @@ def _missing_key(batch: BatchDir, key: str) -> CliError:
         record = batch.failure(key)
         return CliError(
             f'no item {key!r} in {batch.path}: it failed with {record.get("error_type")}: '
-            f'{_first_line(record.get("message"))} (see `stashworks failures`)'
+            f'{first_line(record.get("message"))} (see `stashworks failures`)'
         )
     return CliError(f'no item {key!r} in {batch.path}')
-
-
-def _first_line(text: Any, width: int = 200) -> str:
-    line = str(text or '').strip().splitlines()[0] if str(text or '').strip() else ''
-    return line if len(line) <= width else line[: width - 3] + '...'
 
 
 # -- status ----------------------------------------------------------------
 
 
+def _rate_and_eta(
+    status: Optional[dict[str, Any]], state: Optional[str], done: int, failed: int
+) -> tuple[Optional[float], Optional[float]]:
+    """Items per second and seconds left, as of now.
+
+    While the batch runs both are worked out here from the items on disk
+    and the batch's start time, so they exist from the first item on
+    (the status file's own figures lag by up to a second, and start at 0).
+    """
+    if status is None:
+        return None, None
+    recorded = status.get('rate')
+    rate = float(recorded) if isinstance(recorded, (int, float)) and recorded > 0 else None
+    if state != 'running':
+        return rate, None
+    started = parse_time(status.get('started'))
+    before = status.get('done_before')
+    if started is not None and isinstance(before, int):
+        elapsed = (dt.datetime.now(dt.timezone.utc) - started).total_seconds()
+        new = done - before
+        if elapsed > 0 and new > 0:
+            rate = new / elapsed
+    total = status.get('total')
+    if rate is None or not isinstance(total, int):
+        return rate, None
+    return rate, max(0, total - done - failed) / rate
+
+
 def status_report(batch: BatchDir) -> dict[str, Any]:
     """The facts ``stashworks status`` shows, as a JSON-ready dict.
 
-    ``done`` and ``failed`` are counted on disk now; everything about the
-    batch itself (``total``, ``rate``...) comes from its status file,
-    which may be up to about a second old.
+    ``done`` and ``failed`` are counted on disk now, and so are ``rate``
+    and ``eta_seconds`` while the batch runs; everything else about the
+    batch (``total``, ``workers``...) comes from its status file, which
+    may be up to about a second old.
     """
     status = batch.status()
     alive = is_alive(status) if status is not None else None
     state = status.get('state') if status is not None else None
-    if state == 'running' and alive is False:
+    gone = state == 'running' and alive is False
+    if gone:
         # The batch died without writing its final status (SIGKILL, OOM).
         state = 'crashed'
+    done, failed = len(batch.items), len(batch.failures)
+    rate, eta = _rate_and_eta(status, state, done, failed)
     return {
         'path': str(batch.path),
-        'done': len(batch.items),
-        'failed': len(batch.failures),
+        'done': done,
+        'failed': failed,
         'state': state,
         'alive': alive,
+        # Why it crashed: killed from outside (its process vanished) or
+        # stopped by an error it recorded.
+        'killed': gone,
+        'error': status.get('error') if status is not None and not gone else None,
+        'rate': None if rate is None else round(rate, 3),
+        'eta_seconds': None if eta is None else round(eta, 1),
         'batch': status,
     }
 
 
-def _print_status(report: dict[str, Any]) -> None:
+def _headline(report: dict[str, Any]) -> str:
     done, failed, status = report['done'], report['failed'], report['batch']
-    total = status.get('total') if status else None
     line = f'{report["path"]}: {done} done, {failed} failed'
-    if isinstance(total, int) and total > 0:
-        line += f', of {total} ({100.0 * min(done, total) / total:.1f}% done)'
-    echo(line)
+    total = status.get('total') if status else None
+    if not isinstance(total, int) or total <= 0:
+        return line
+    line += f', of {total}'
+    if report['state'] == 'finished':
+        # A finished batch is not "99.5% done": what is left failed (or
+        # was deleted since).
+        left = [plural(failed, 'failure')] if failed else []
+        missing = total - done - failed
+        if missing > 0:
+            left.append(f'{plural(missing, "item")} missing')
+        return line + (f': finished with {" and ".join(left)}' if left else ': finished, every item done')
+    return line + f' ({100.0 * min(done + failed, total) / total:.1f}% settled)'
+
+
+def _print_status(report: dict[str, Any]) -> None:
+    status = report['batch']
+    echo(_headline(report))
     if status is None:
         echo('no batch status recorded (no batch has run here)')
         return
@@ -80,27 +130,53 @@ def _print_status(report: dict[str, Any]) -> None:
     echo(f'batch: {state}, {where} ({liveness})')
     echo(f'  started:     {format_time(status.get("started"))}')
     echo(f'  last update: {format_time(status.get("updated"))}')
-    rate = status.get('rate')
-    if isinstance(rate, (int, float)):
-        echo(f'  rate:        {rate:.1f} items/s')
+    if report['rate'] is not None:
+        echo(f'  rate:        {report["rate"]:.1f} items/s')
     if state == 'running':
-        echo(f'  eta:         {format_duration(status.get("eta_seconds"))}')
-    if status.get('workers') or status.get('executor'):
-        echo(f'  workers:     {status.get("workers")} ({status.get("executor")})')
-    if state == 'crashed':
-        echo('the batch stopped without finishing; run it again to resume')
+        eta = report['eta_seconds']
+        echo(f'  eta:         {format_duration(eta) if eta is not None else "not known before the first item"}')
+    workers = status.get('workers')
+    if isinstance(workers, int) and workers:
+        echo(f'  workers:     {plural(workers, "worker")}')
+    if status.get('executor'):
+        echo(f'  executor:    {status.get("executor")}')
+    if report['killed']:
+        echo("the batch's process is gone but it never finished (killed?); run it again to resume")
+    elif state == 'crashed':
+        # A batch stopped by an error (a job that cannot be sent, a full
+        # disk...) stops the same way when run again as it is.
+        error = report['error']
+        cause = f': {first_line(error, 500)}' if error else ' (its output says which)'
+        echo(f'the batch stopped on an error{cause}; fix the cause before running it again')
     elif state == 'interrupted':
         echo('the batch was interrupted; run it again to resume')
 
 
+def _ended(report: dict[str, Any]) -> bool:
+    return report['state'] != 'running' or report['alive'] is False
+
+
 def cmd_status(args: argparse.Namespace) -> int:
-    """``stashworks status DIR``: progress of a running or finished batch."""
-    report = status_report(BatchDir(args.dir))
-    if args.json:
-        print_json(report)
-    else:
-        _print_status(report)
-    return 0
+    """``stashworks status DIR``: progress of a running or finished batch (``--watch``: until it ends)."""
+    batch = BatchDir(args.dir)
+    clear = args.watch and not args.json and sys.stdout.isatty()
+    while True:
+        report = status_report(batch)
+        if clear:
+            # Redraw in place at a terminal; a pipe or a log gets every refresh.
+            sys.stdout.write('\x1b[H\x1b[2J')
+        if args.json and args.watch:
+            # One document per line, so a reader can take each refresh as it comes.
+            echo(json.dumps(report, ensure_ascii=False, default=repr))
+        elif args.json:
+            print_json(report)
+        else:
+            _print_status(report)
+        if not args.watch or _ended(report):
+            return 0
+        if not clear and not args.json:
+            echo()
+        time.sleep(args.interval)
 
 
 # -- keys ------------------------------------------------------------------
@@ -135,6 +211,13 @@ def cmd_show(args: argparse.Namespace) -> int:
     if not batch.items.exists(args.key):
         raise _missing_key(batch, args.key)
     if args.raw:
+        if sys.stdout.isatty():
+            # Pickle bytes on a terminal are noise at best and can leave
+            # it in a strange state; a file or a pipe is what --raw is for.
+            raise CliError(
+                f'refusing to write the pickle bytes of {args.key!r} to a terminal; redirect stdout, '
+                f'such as: stashworks show {batch.path} {args.key} --raw > item.pickle'
+            )
         data = batch.items.key_to_path(args.key).read_bytes()
         sys.stdout.buffer.write(data)
         sys.stdout.buffer.flush()
@@ -171,26 +254,37 @@ def cmd_failures(args: argparse.Namespace) -> int:
         if args.json:
             print_json({'cleared': keys})
         else:
-            echo(f'cleared {len(keys)} failure record(s) in {batch.path}; the next run computes those keys again')
+            echo(
+                f'cleared {plural(len(keys), "failure record")} in {batch.path}; the next run computes those keys again'
+            )
         return 0
-    records = [batch.failure(key) for key in keys]
+    records: list[dict[str, Any]] = []
+    unreadable: list[str] = []
+    for key in keys:
+        # One malformed record must not hide the others.
+        try:
+            records.append(batch.failure(key))
+        except Exception as exc:
+            unreadable.append(key)
+            where = batch.failures.path
+            note(f'stashworks: error: cannot read the failure record of {key!r} in {where}: {first_line(exc)}')
     if args.json:
         if not args.traceback:
             for record in records:
                 record.pop('traceback', None)
         print_json(records)
+        return 1 if unreadable else 0
+    if not records and not unreadable:
+        note(f'no failures recorded in {batch.path}')
         return 0
-    if not records:
-        echo(f'no failures recorded in {batch.path}')
-        return 0
-    width = min(max(len(r['key']) for r in records), 60)
+    width = min(max((len(r['key']) for r in records), default=0), 60)
     for record in records:
-        echo(f'{record["key"]:<{width}}  {record.get("error_type")}: {_first_line(record.get("message"))}')
+        echo(f'{record["key"]:<{width}}  {record.get("error_type")}: {first_line(record.get("message"))}')
         if args.traceback and record.get('traceback'):
             for line in str(record['traceback']).rstrip().splitlines():
                 echo(f'    {line}')
-    echo(f'{len(records)} failure(s); run the batch again with --retry-failures to compute them again')
-    return 0
+    note(f'{plural(len(keys), "failure")}; run the batch again with --retry-failures to compute them again')
+    return 1 if unreadable else 0
 
 
 # -- rm --------------------------------------------------------------------
@@ -214,5 +308,5 @@ def cmd_rm(args: argparse.Namespace) -> int:
     if args.json:
         print_json({'removed': list(known)})
     else:
-        echo(f'removed {len(known)} key(s) from {batch.path}; the next run computes them again')
+        echo(f'removed {plural(len(known), "key")} from {batch.path}; the next run computes them again')
     return 0

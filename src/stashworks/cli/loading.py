@@ -10,7 +10,7 @@ from collections.abc import Iterable
 from pathlib import Path
 from typing import Any, Callable
 
-from .common import CliError, UsageError
+from .common import CliError, UsageError, a_or_an
 
 __all__ = ['add_cwd_to_path', 'import_object', 'load_keys']
 
@@ -79,14 +79,15 @@ def import_function(spec: str) -> Callable[[str], Any]:
     """
     func = import_object(spec)
     if not callable(func):
-        raise CliError(f'{spec} is a {type(func).__name__}, not a function')
+        raise CliError(f'{spec} is {a_or_an(type(func).__name__)}, not a function')
     return func
 
 
-def _lines(lines: Iterable[str]) -> Iterable[str]:
+def _lines(text: str) -> Iterable[str]:
     # Surrounding whitespace is dropped and blank lines skipped: a key
     # file written by hand or by `ls` must not yield '' or 'key '.
-    for line in lines:
+    # splitlines() also ends lines at '\r\n' (a file from Windows).
+    for line in text.splitlines():
         key = line.strip()
         if key:
             yield key
@@ -103,12 +104,17 @@ def load_keys(source: str) -> list[str]:
         CliError: the file cannot be read, the object cannot be imported,
             or it yields something that is not a ``str``.
     """
+    # 'utf-8-sig': a byte order mark (Notepad writes one) is not part of
+    # the first key.
     if source == '-':
-        keys: Iterable[Any] = list(_lines(sys.stdin))
+        try:
+            keys: Iterable[Any] = list(_lines(sys.stdin.buffer.read().decode('utf-8-sig')))
+        except UnicodeDecodeError as exc:
+            raise CliError(f'cannot read keys from stdin: not UTF-8: {exc}') from exc
     elif os.path.exists(source) or not is_spec(source):
         path = Path(source)
         try:
-            keys = list(_lines(path.read_text(encoding='utf-8').splitlines()))
+            keys = list(_lines(path.read_text(encoding='utf-8-sig')))
         except FileNotFoundError as exc:
             raise CliError(f'no such key file: {path}') from exc
         except IsADirectoryError as exc:
@@ -126,5 +132,5 @@ def load_keys(source: str) -> list[str]:
             raise CliError(f'{source} raised while listing keys: {type(exc).__name__}: {exc}') from exc
     for i, key in enumerate(keys):
         if not isinstance(key, str):
-            raise CliError(f'key #{i} from {source} is a {type(key).__name__}, not a str: {key!r}')
+            raise CliError(f'key #{i} from {source} is {a_or_an(type(key).__name__)}, not a str: {key!r}')
     return list(dict.fromkeys(keys))

@@ -59,55 +59,139 @@ def _count(text: str) -> int:
     return value
 
 
+def _positive(text: str) -> int:
+    """An integer option that must be at least 1."""
+    value = _count(text)
+    if value < 1:
+        raise argparse.ArgumentTypeError(f'must be >= 1, not {value}')
+    return value
+
+
+def _seconds(text: str) -> float:
+    """A positive number of seconds."""
+    try:
+        value = float(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f'expected a number of seconds, not {text!r}') from None
+    if not value > 0:
+        raise argparse.ArgumentTypeError(f'must be > 0, not {text}')
+    return value
+
+
+def _memory(text: str) -> str:
+    """``--memory-limit``: checked here so a bad size is a usage error, not a failed run."""
+    from ..multi.workers import parse_memory
+
+    try:
+        parse_memory(text)
+    except ValueError as exc:
+        raise argparse.ArgumentTypeError(str(exc)) from None
+    return text
+
+
+def _start_methods() -> list[str]:
+    import multiprocessing
+
+    return multiprocessing.get_all_start_methods()
+
+
 def _add_batch_options(parser: argparse.ArgumentParser) -> None:
-    parser.add_argument(
+    """The options of ``run`` and ``demo`` that set up the batch (see ``running.batch_options``)."""
+    group = parser.add_argument_group('batch options')
+    group.add_argument(
         '--workers',
         '-w',
         type=parse_workers,
         default=0,
         metavar='N',
-        help='worker processes: N, 0 for all usable CPUs (default), -N for all but N, or a fraction such as 0.5',
+        help='worker processes: N; 0 or -1 for every usable CPU (default), -2 for all but one...; '
+        'or a fraction such as 0.5',
     )
-    parser.add_argument('--chunk-size', type=_count, default=0, metavar='N', help='keys per chunk (default: automatic)')
-    parser.add_argument(
+    group.add_argument('--chunk-size', type=_count, default=0, metavar='N', help='keys per chunk (default: automatic)')
+    group.add_argument(
         '--retry-failures', action='store_true', help='compute the keys that failed in an earlier run again'
     )
-    parser.add_argument(
+    group.add_argument(
+        '--max-retries',
+        type=_count,
+        default=2,
+        metavar='N',
+        help='times a key whose worker died is tried again before it is recorded as a failure (default 2)',
+    )
+    group.add_argument(
+        '--memory-limit',
+        type=_memory,
+        default=None,
+        metavar='SIZE',
+        help='replace a worker whose memory grows past SIZE (such as 2GB or 512MiB) after its current item',
+    )
+    group.add_argument(
+        '--max-items-per-worker', type=_positive, default=None, metavar='N', help='replace each worker after N items'
+    )
+    group.add_argument(
+        '--start-method',
+        choices=_start_methods(),
+        default=None,
+        help="how worker processes start (default: the platform's)",
+    )
+    group.add_argument(
+        '--serial',
+        action='store_true',
+        help='compute every item in this process, one after another (for a debugger or a profiler)',
+    )
+    group.add_argument(
         '--progress',
         action=argparse.BooleanOptionalAction,
         default=None,
         help='show a progress bar on stderr (default: when stderr is a terminal)',
     )
+    _add_json(parser, 'print the summary as JSON, for scripts')
 
 
-def _add_json(parser: argparse.ArgumentParser) -> None:
-    parser.add_argument('--json', action='store_true', help='print JSON, for scripts')
+def _add_limit(parser: argparse.ArgumentParser, help: str) -> None:
+    parser.add_argument('--limit', '-n', type=_count, default=None, metavar='N', help=help)
+
+
+def _add_json(parser: argparse.ArgumentParser, help: str = 'print JSON, for scripts') -> None:
+    parser.add_argument('--json', action='store_true', help=help)
+
+
+def _global_options(default: object) -> _Parser:
+    """The options accepted before the command and after it (``stashworks status DIR --verbose``)."""
+    parent = _Parser(add_help=False)
+    parent.add_argument(
+        '--verbose', '-v', action='store_true', default=default, help='log more, and show tracebacks of errors'
+    )
+    return parent
 
 
 def build_parser() -> argparse.ArgumentParser:
     """The parser of the whole command line, one subcommand per action."""
+    # After the command, a global option's default must not undo one
+    # given before it: SUPPRESS leaves the value set by the main parser.
+    after = [_global_options(argparse.SUPPRESS)]
     parser = _Parser(
         prog=PROG,
+        parents=[_global_options(False)],
         description='Parallel, resumable batch processing into a folder of items, and tools to inspect it.',
         epilog='Run `stashworks demo` to see it work on the Python standard library.',
     )
     parser.add_argument('--version', action='version', version=f'%(prog)s {_version()}')
-    parser.add_argument('--verbose', '-v', action='store_true', help='log more, and show tracebacks of errors')
     sub = parser.add_subparsers(dest='command', metavar='COMMAND', parser_class=_Parser)
     sub.required = True
 
-    demo = sub.add_parser('demo', help='parse every .py file of the standard library in parallel, resumably')
+    demo = sub.add_parser(
+        'demo', parents=after, help='parse every .py file of the standard library in parallel, resumably'
+    )
     demo.add_argument(
         '--out', '-o', default=DEFAULT_DEMO_OUT, metavar='DIR', help=f'output folder (default: ./{DEFAULT_DEMO_OUT})'
     )
-    demo.add_argument(
-        '--limit', '-n', type=_count, default=None, metavar='N', help='only the first N files (sorted by path)'
-    )
+    _add_limit(demo, 'only the first N files (sorted by path)')
     demo.add_argument('--source', metavar='DIR', help='parse this tree instead of the standard library')
     _add_batch_options(demo)
     demo.set_defaults(func=cmd_demo)
 
-    run = sub.add_parser('run', help='run MODULE:FUNCTION over keys, one stored item per key')
+    run = sub.add_parser('run', parents=after, help='run MODULE:FUNCTION over keys, one stored item per key')
     run.add_argument(
         'function', metavar='MODULE:FUNCTION', help='an importable f(key) -> value (the current folder is importable)'
     )
@@ -119,24 +203,41 @@ def build_parser() -> argparse.ArgumentParser:
         help='a text file with one key per line, - for stdin, or MODULE:ITERABLE',
     )
     run.add_argument('--out', '-o', required=True, metavar='DIR', help='the output folder (created if missing)')
+    _add_limit(run, 'only the first N keys, in the order given')
     _add_batch_options(run)
     run.set_defaults(func=cmd_run)
 
-    status = sub.add_parser('status', help="a batch's progress: done, failed, rate, ETA, whether it runs")
+    status = sub.add_parser(
+        'status', parents=after, help="a batch's progress: done, failed, rate, ETA, whether it runs"
+    )
     status.add_argument('dir', metavar='DIR')
+    status.add_argument(
+        '--watch', action='store_true', help='show the status again every few seconds until the batch ends'
+    )
+    status.add_argument(
+        '--interval',
+        type=_seconds,
+        default=2.0,
+        metavar='SECONDS',
+        help='seconds between two refreshes with --watch (default 2)',
+    )
     _add_json(status)
     status.set_defaults(func=cmd_status)
 
-    keys = sub.add_parser('keys', help='list the keys of the stored items')
+    keys = sub.add_parser('keys', parents=after, help='list the keys of the stored items')
     keys.add_argument('dir', metavar='DIR')
     keys.add_argument('--failed', action='store_true', help='list the failed keys instead')
     _add_json(keys)
     keys.set_defaults(func=cmd_keys)
 
-    show = sub.add_parser('show', help='show one stored item')
+    show = sub.add_parser('show', parents=after, help='show one stored item')
     show.add_argument('dir', metavar='DIR')
     show.add_argument('key', metavar='KEY')
-    show.add_argument('--raw', action='store_true', help='write the stored bytes (a pickle) to stdout')
+    show.add_argument(
+        '--raw',
+        action='store_true',
+        help='write the stored bytes (a pickle) to stdout, which must not be a terminal (redirect it to a file)',
+    )
     show.add_argument(
         '--max-chars',
         type=_count,
@@ -147,14 +248,16 @@ def build_parser() -> argparse.ArgumentParser:
     _add_json(show)
     show.set_defaults(func=cmd_show)
 
-    failures = sub.add_parser('failures', help='list the failed keys: error type and message')
+    failures = sub.add_parser('failures', parents=after, help='list the failed keys: error type and message')
     failures.add_argument('dir', metavar='DIR')
     failures.add_argument('--traceback', '-t', action='store_true', help="also show each failure's traceback")
     failures.add_argument('--clear', action='store_true', help='delete every failure record (the keys run again)')
     _add_json(failures)
     failures.set_defaults(func=cmd_failures)
 
-    rm = sub.add_parser('rm', help='delete items (and their failure records) so the next run computes them again')
+    rm = sub.add_parser(
+        'rm', parents=after, help='delete items (and their failure records) so the next run computes them again'
+    )
     rm.add_argument('dir', metavar='DIR')
     rm.add_argument('keys', nargs='+', metavar='KEY')
     _add_json(rm)

@@ -1,21 +1,43 @@
-"""The commands that run a batch: ``stashworks run`` and ``stashworks demo``."""
+"""The commands that run a batch: ``stashworks run`` and ``stashworks demo``.
+
+What they print, and where (docs/cli.md says the same):
+
+- stdout: one summary line (``N of M done: ...``), then for ``run`` the
+  failed keys; with ``--json`` one JSON document instead.  The same
+  whether or not stderr is a terminal, so ``run > log.txt`` keeps it.
+- stderr: the progress bar or progress lines, log messages, warnings,
+  hints (``see stashworks failures ...``) and errors.
+"""
 
 from __future__ import annotations
 
 import argparse
 import logging
 import shlex
-import sys
+import signal
 from pathlib import Path
-from typing import Any, Callable
+from typing import Any, Callable, Optional
 
 from .. import BatchResult, MultiProcessFactoryStash
 from ..directory import DirectoryStash
-from .common import EXIT_FAILURE, EXIT_INTERRUPTED, CliError, echo, format_duration
+from ..multi.workers import usable_cpus
+from .common import (
+    EXIT_FAILURE,
+    EXIT_INTERRUPTED,
+    EXIT_TERMINATED,
+    CliError,
+    echo,
+    first_line,
+    format_duration,
+    note,
+    plural,
+    print_json,
+    warn,
+)
 from .layout import BatchDir
 from .loading import add_cwd_to_path, import_function, load_keys
 
-__all__ = ['cmd_run', 'cmd_demo', 'parse_workers']
+__all__ = ['cmd_run', 'cmd_demo', 'parse_workers', 'batch_options']
 
 logger = logging.getLogger(__name__)
 
@@ -24,15 +46,31 @@ MAX_LISTED_FAILURES = 20
 
 
 def parse_workers(text: str) -> int | float:
-    """``--workers``: an int (``0`` all CPUs, ``-n`` all but n) or a fraction in (0, 1].
+    """``--workers``: ``N``, ``0`` or ``-1`` for every usable CPU, ``-N`` for all but N-1, or a fraction.
+
+    Negative counts follow joblib's ``n_jobs``: ``-1`` is every CPU,
+    ``-2`` all but one.  They are resolved here, against the CPUs this
+    process may use, so a count that leaves no worker is refused with the
+    reason instead of silently becoming one worker.
 
     Raises:
-        argparse.ArgumentTypeError: ``text`` is neither.
+        argparse.ArgumentTypeError: ``text`` is not a count or a fraction,
+            or a negative count leaves no CPU.
     """
     try:
-        return int(text)
+        count = int(text)
     except ValueError:
         pass
+    else:
+        if count >= 0:
+            return count
+        cpus = usable_cpus()
+        if cpus + 1 + count < 1:
+            raise argparse.ArgumentTypeError(
+                f'--workers {count} leaves no worker: there {"is" if cpus == 1 else "are"} only '
+                f'{plural(cpus, "usable CPU")} (-1 means all of them, -2 all but one)'
+            )
+        return cpus + 1 + count
     try:
         value = float(text)
     except ValueError:
@@ -42,27 +80,45 @@ def parse_workers(text: str) -> int | float:
     return value
 
 
+def batch_options(args: argparse.Namespace) -> dict[str, Any]:
+    """The keyword options of :class:`~stashworks.MultiProcessFactoryStash` that the command line sets.
+
+    One place, so a new batch option is one ``add_argument`` in
+    ``main.py`` and one line here.
+    """
+    options: dict[str, Any] = {
+        'workers': args.workers,
+        'chunk_size': args.chunk_size,
+        'progress': args.progress,
+        'max_retries': args.max_retries,
+        'memory_limit': args.memory_limit,
+        'max_items_per_worker': args.max_items_per_worker,
+        'start_method': args.start_method,
+    }
+    if args.serial:
+        options['executor'] = 'serial'
+    return options
+
+
 def _batch(
     out: Path, func: Callable[[str], Any], keys: list[str], args: argparse.Namespace
 ) -> MultiProcessFactoryStash:
     """Build the batch stash: ``func`` over ``keys`` into ``DirectoryStash(out)``."""
-    return MultiProcessFactoryStash(
-        DirectoryStash(out),
-        func,
-        keys=keys,
-        workers=args.workers,
-        chunk_size=args.chunk_size,
-        progress=args.progress,
+    return MultiProcessFactoryStash(DirectoryStash(out), func, keys=keys, **batch_options(args))
+
+
+def _warn_about_workers(args: argparse.Namespace) -> None:
+    workers = args.workers
+    cpus = usable_cpus()
+    if args.serial or not isinstance(workers, int) or workers <= cpus:
+        return
+    warn(
+        f'--workers {workers} is more than the {plural(cpus, "usable CPU")}: the workers take turns on '
+        f'them, so each item runs slower and the batch is not faster'
     )
 
 
-def _execute(stash: MultiProcessFactoryStash, retry_failures: bool) -> BatchResult:
-    """Run the batch (after forgetting its failures, with ``retry_failures``).
-
-    Raises:
-        KeyboardInterrupt: Ctrl-C or SIGTERM, once the batch has stopped.
-    """
-    return stash.retry_failures() if retry_failures else stash.prime()
+# -- what a run says ----------------------------------------------------------
 
 
 def _rate(result: BatchResult) -> str:
@@ -72,75 +128,147 @@ def _rate(result: BatchResult) -> str:
     return f' ({count / result.elapsed:.1f} items/s)'
 
 
-def _summary(result: BatchResult) -> str:
+def summary_line(result: BatchResult) -> str:
+    """The one line a run prints about what it did."""
     done_now = result.done_before + result.computed
-    return (
+    line = (
         f'{done_now} of {result.total} done: {result.done_before} before, {result.computed} now, '
-        f'{result.failed + result.failed_before} failed; elapsed {format_duration(result.elapsed)}{_rate(result)}'
+        f'{result.failed + result.failed_before} failed'
     )
+    if result.interrupted:
+        line += f'; interrupted with {result.missing} left'
+    return f'{line}; elapsed {format_duration(result.elapsed)}{_rate(result)}'
 
 
-def _echo_summary(result: BatchResult, args: argparse.Namespace) -> None:
-    # With a progress bar, the batch itself prints its summary under the
-    # bar; a second one here would only repeat it.
-    bar_shown = sys.stderr.isatty() if args.progress is None else args.progress
-    if not bar_shown:
-        echo(_summary(result))
+def summary_json(result: BatchResult, out: Path, failed_keys: list[str], unrecorded: list[str]) -> dict[str, Any]:
+    """The summary of a run as ``--json`` prints it."""
+    return {
+        'out': str(out),
+        'total': result.total,
+        'done': result.done_before + result.computed,
+        'done_before': result.done_before,
+        'computed': result.computed,
+        'failed': result.failed + result.failed_before,
+        'failed_now': result.failed,
+        'failed_before': result.failed_before,
+        'missing': result.missing,
+        'interrupted': result.interrupted,
+        'elapsed': round(result.elapsed, 3),
+        'workers': result.workers,
+        'failed_keys': failed_keys,
+        'unrecorded_keys': unrecorded,
+    }
 
 
-def _all_done_before(result: BatchResult) -> bool:
-    return not (result.computed or result.failed or result.interrupted)
+def _was_sigterm(exc: BaseException) -> bool:
+    # The batch turns SIGTERM into a KeyboardInterrupt that carries the
+    # signal number, so the command can exit as a shell expects.
+    return getattr(exc, 'signum', None) == signal.SIGTERM or 'SIGTERM' in str(exc)
 
 
-def _interrupted(args: argparse.Namespace) -> int:
-    # The batch has already logged what it did; say how to go on.
+def _interrupted(stash: MultiProcessFactoryStash, exc: KeyboardInterrupt, args: argparse.Namespace) -> int:
+    result = stash.last_result
+    if result is not None:
+        result.interrupted = True
+        if args.json:
+            print_json(summary_json(result, Path(args.out), [], []))
+        else:
+            echo(summary_line(result))
     again = shlex.join(['stashworks', *getattr(args, 'argv', [args.command])])
-    echo(f'stopped cleanly. To resume: {again}', err=True)
-    return EXIT_INTERRUPTED
+    note(f'stopped cleanly. To resume: {again}')
+    return EXIT_TERMINATED if _was_sigterm(exc) else EXIT_INTERRUPTED
 
 
-def _failed_keys(out: Path, keys: list[str]) -> list[str]:
+def _settle(out: Path, keys: list[str]) -> tuple[list[str], list[str]]:
+    """``(failed, unrecorded)``: of ``keys`` without an item, those with a failure record and the rest.
+
+    The exit status comes from what is on disk, not from the batch's own
+    count: a failure that could not be recorded must not pass for success.
+    """
     try:
-        failed = set(BatchDir(out).failed_keys())
+        batch = BatchDir(out)
     except CliError:
-        return []
-    return [key for key in keys if key in failed]
+        return [], list(keys)
+    stored = set(batch.keys())
+    recorded = set(batch.failed_keys())
+    failed = [key for key in keys if key not in stored and key in recorded]
+    unrecorded = [key for key in keys if key not in stored and key not in recorded]
+    return failed, unrecorded
+
+
+def _run(stash: MultiProcessFactoryStash, args: argparse.Namespace) -> tuple[Optional[BatchResult], Optional[int]]:
+    """Run the batch; ``(result, None)``, or ``(None, exit status)`` after Ctrl-C or SIGTERM."""
+    try:
+        result = stash.retry_failures() if args.retry_failures else stash.prime()
+    except KeyboardInterrupt as exc:
+        return None, _interrupted(stash, exc, args)
+    return result, None
+
+
+def _report_unrecorded(unrecorded: list[str], out: Path) -> None:
+    if unrecorded:
+        shown = ', '.join(map(repr, unrecorded[:5])) + (', ...' if len(unrecorded) > 5 else '')
+        echo(
+            f'stashworks: error: {plural(len(unrecorded), "key")} ({shown}) have neither an item nor a '
+            f'failure record in {out}: their failure could not be recorded (see the messages above)',
+            err=True,
+        )
 
 
 def cmd_run(args: argparse.Namespace) -> int:
     """``stashworks run MODULE:FUNCTION --keys SOURCE --out DIR``.
 
-    Returns 0 when every key is done, 1 when some failed (listed), and
-    130 after Ctrl-C once the batch has stopped.
+    Returns 0 when every key has its item, 1 when some have not (listed),
+    130 after Ctrl-C and 143 after SIGTERM once the batch has stopped.
     """
     add_cwd_to_path()
     func = import_function(args.function)
     keys = load_keys(args.keys)
+    if args.limit is not None:
+        keys = keys[: args.limit]
     out = Path(args.out)
     if out.exists() and not out.is_dir():
         raise CliError(f'not a directory: {out}')
+    if not keys:
+        # Nothing to do is not an error, and no folder is made for it.
+        if args.json:
+            print_json(summary_json(BatchResult(), out, [], []))
+        else:
+            echo(f'no keys in {args.keys}: nothing to do')
+        return 0
+    _warn_about_workers(args)
     stash = _batch(out, func, keys, args)
-    try:
-        result = _execute(stash, args.retry_failures)
-    except KeyboardInterrupt:
-        return _interrupted(args)
-    if _all_done_before(result) and not result.failed_before:
-        echo(f'all {result.total} keys already done in {out}; nothing to compute')
-        return 0
-    _echo_summary(result, args)
-    failed = _failed_keys(out, keys)
-    if not failed:
-        return 0
+    result, stopped = _run(stash, args)
+    if result is None:
+        assert stopped is not None
+        return stopped
+    failed, unrecorded = _settle(out, keys)
+    if args.json:
+        print_json(summary_json(result, out, failed, unrecorded))
+    elif not (result.computed or result.failed or failed or unrecorded):
+        echo(f'all {plural(result.total, "key")} already done in {out}; nothing to compute')
+    else:
+        echo(summary_line(result))
+        if failed:
+            _list_failures(out, failed)
+    _report_unrecorded(unrecorded, out)
+    if failed:
+        note(f'see `stashworks failures {out} --traceback`; `--retry-failures` computes them again')
+    return EXIT_FAILURE if failed or unrecorded else 0
+
+
+def _list_failures(out: Path, failed: list[str]) -> None:
     batch = BatchDir(out)
-    echo(f'{len(failed)} key(s) failed:')
+    echo(f'{plural(len(failed), "key")} failed:')
     for key in failed[:MAX_LISTED_FAILURES]:
-        record = batch.failure(key)
-        message = str(record.get('message') or '').strip().splitlines()
-        echo(f'  {key}: {record.get("error_type")}: {message[0] if message else ""}')
+        try:
+            record = batch.failure(key)
+        except Exception as exc:
+            echo(f'  {key}: (unreadable failure record: {first_line(exc)})')
+            continue
+        echo(f'  {key}: {record.get("error_type")}: {first_line(record.get("message"))}')
     if len(failed) > MAX_LISTED_FAILURES:
         echo(f'  ... and {len(failed) - MAX_LISTED_FAILURES} more')
-    echo(f'see `stashworks failures {out} --traceback`; `--retry-failures` computes them again')
-    return EXIT_FAILURE
 
 
 def cmd_demo(args: argparse.Namespace) -> int:
@@ -148,8 +276,8 @@ def cmd_demo(args: argparse.Namespace) -> int:
 
     The exit status is 0 even though some files fail: the standard
     library ships files that do not parse on purpose, and recording them
-    as failures is the demo working, not the demo failing.  It is 130
-    after Ctrl-C.
+    as failures is the demo working, not the demo failing.  It is 1 if a
+    failure could not be recorded, 130 after Ctrl-C and 143 after SIGTERM.
     """
     from .. import demo
 
@@ -159,19 +287,30 @@ def cmd_demo(args: argparse.Namespace) -> int:
     except NotADirectoryError as exc:
         raise CliError(str(exc)) from exc
     out = Path(args.out)
-    echo(f'stashworks demo: {len(keys)} .py files of {root} -> {out}')
+    if not keys:
+        if args.json:
+            print_json(summary_json(BatchResult(), out, [], []))
+        else:
+            echo(f'no .py files under {root}: nothing to do')
+        return 0
+    note(f'stashworks demo: {plural(len(keys), ".py file")} of {root} -> {out}')
+    _warn_about_workers(args)
     stash = _batch(out, demo.recorder(root), keys, args)
-    try:
-        result = _execute(stash, args.retry_failures)
-    except KeyboardInterrupt:
-        return _interrupted(args)
-    failed = result.failed + result.failed_before
-    if _all_done_before(result):
+    result, stopped = _run(stash, args)
+    if result is None:
+        assert stopped is not None
+        return stopped
+    failed_keys, unrecorded = _settle(out, keys)
+    failed = len(failed_keys)
+    if args.json:
+        print_json(summary_json(result, out, failed_keys, unrecorded))
+    elif not (result.computed or result.failed or result.interrupted):
         echo(
             f'all {result.total} items already done ({result.done_before} stored, {failed} failed); nothing to compute'
         )
     else:
-        _echo_summary(result, args)
+        echo(summary_line(result))
+    _report_unrecorded(unrecorded, out)
     if failed:
         why = (
             'the standard library ships broken files on purpose (bad-syntax and bad-encoding test data), '
@@ -179,7 +318,7 @@ def cmd_demo(args: argparse.Namespace) -> int:
             if args.source is None
             else 'they are recorded as failures'
         )
-        echo(f'{failed} file(s) did not parse: {why}, and the exit status is 0; see `stashworks failures {out}`')
-    example = keys[0] if keys else 'KEY'
-    echo(f'look inside: stashworks status {out}; stashworks keys {out}; stashworks show {out} {example}')
-    return 0
+        verb = 'file did' if failed == 1 else 'files did'
+        note(f'{failed} {verb} not parse: {why}, and the exit status is 0; see `stashworks failures {out}`')
+    note(f'look inside: stashworks status {out}; stashworks keys {out}; stashworks show {out} {keys[0]}')
+    return EXIT_FAILURE if unrecorded else 0
