@@ -425,3 +425,14 @@ def test_without_lmdb_the_import_error_names_the_extra(tmp_path: Path) -> None:
     assert "error: LmdbStash needs the optional lmdb package; install it with: pip install 'stashworks[lmdb]'" in (
         out.stdout
     )
+
+
+def test_exists_many_answers_for_each_key_in_order(tmp_path: Path) -> None:
+    wanted = [f'k{i}' for i in range(25_000)] + ['', 'x' * 600, '\ud800', 'k3']
+    with LmdbStash(tmp_path / 'db') as stash:
+        stash.begin_group()
+        for key in wanted[::3]:
+            stash.dump(key, None)
+        # Buffered items count: the group is committed first.
+        assert stash.exists_many(wanted) == [key in set(wanted[::3]) for key in wanted]
+        assert stash.exists_many([]) == []

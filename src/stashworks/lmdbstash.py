@@ -27,7 +27,7 @@ import pickle
 import struct
 import threading
 from pathlib import Path
-from typing import Any, Callable, Iterable, Iterator, Optional, TypeVar, Union
+from typing import Any, Callable, Iterable, Iterator, Optional, Sequence, TypeVar, Union
 
 try:
     import lmdb
@@ -569,39 +569,44 @@ class LmdbStash(CloseableStash):
 
     # -- planning ---------------------------------------------------------------------------------------
 
-    def missing_keys(self, keys: Iterable[str]) -> Iterator[str]:
-        """Yield those of ``keys`` that have no item, in their order, holding one batch at a time.
+    def exists_many(self, keys: Sequence[str]) -> list[bool]:
+        """For each of ``keys``, in order, whether it has an item.
 
-        A batch checks a batch of keys against the database with one
-        cursor lookup each (in one read transaction), so working out what
-        is left of a batch of millions of keys keeps neither the stored
-        keys nor the wanted ones in memory.
+        The batch engine's planning hook (see :mod:`stashworks.multi.plan`):
+        one cursor lookup per key in a read transaction per
+        ``10,000`` keys, so working out what is left of a batch of millions
+        of keys never lists (or holds) every stored key.
         """
         self._commit()
+        out: list[bool] = []
+        for start in range(0, len(keys), _SCAN_BATCH):
+            part = keys[start : start + _SCAN_BATCH]
+            out.extend(self._read(functools.partial(self._present, keys=part), 'the stored keys'))
+        return out
+
+    def missing_keys(self, keys: Iterable[str]) -> Iterator[str]:
+        """Yield those of ``keys`` that have no item, in their order, holding one block of keys at a time."""
         it = iter(keys)
         while True:
-            batch = list(itertools.islice(it, _SCAN_BATCH))
-            if not batch:
+            block = list(itertools.islice(it, _SCAN_BATCH))
+            if not block:
                 return
-            missing: list[str] = self._read(functools.partial(self._missing_in, batch=batch), 'the stored keys')
-            yield from missing
-            if len(batch) < _SCAN_BATCH:
-                return
+            present = self.exists_many(block)
+            yield from [key for key, there in zip(block, present, strict=True) if not there]
 
-    def _missing_in(self, txn: Any, *, batch: list[str]) -> list[str]:
+    def _present(self, txn: Any, *, keys: Sequence[str]) -> list[bool]:
         find = txn.cursor().set_key
         try:
             # The usual keys: short, valid UTF-8 once encoded.
-            encoded = [k.encode() for k in batch]
+            encoded = [k.encode() for k in keys]
         except (UnicodeEncodeError, AttributeError):
             encoded = []
         if encoded and all(0 < len(b) <= _MAX_KEY for b in encoded):
-            return [k for k, b in zip(batch, encoded, strict=True) if not find(b)]
+            return [find(b) for b in encoded]
         out = []
-        for key in batch:
+        for key in keys:
             dbk, kb = self._db_key(key)
-            if self._value_bytes(kb, txn.get(dbk)) is None:
-                out.append(key)
+            out.append(self._value_bytes(kb, txn.get(dbk)) is not None)
         return out
 
     # -- life cycle ------------------------------------------------------------------------------------
