@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import os
+import re
 from pathlib import Path
 
 import pytest
@@ -28,8 +29,8 @@ def test_get_last_key_is_the_highest_number(stash: IncrementKeyDirectoryStash) -
     assert stash.get_last_key() == '3'
 
 
-def test_get_last_key_of_an_empty_stash_is_none(stash: IncrementKeyDirectoryStash) -> None:
-    assert stash.get_last_key() is None
+def test_get_last_key_of_an_empty_stash_is_zero(stash: IncrementKeyDirectoryStash) -> None:
+    assert stash.get_last_key() == '0'
 
 
 def test_load_without_a_key_returns_the_last_item(stash: IncrementKeyDirectoryStash) -> None:
@@ -75,13 +76,21 @@ def test_numbering_continues_in_a_new_instance(tmp_path: Path) -> None:
     assert again.load() == 'b'
 
 
-def test_non_numeric_keys_do_not_count_as_numbers(stash: IncrementKeyDirectoryStash) -> None:
-    stash.dump('name', 1)
-    stash.dump('007', 2)
-    stash.dump('-3', 3)
-    assert stash.get_last_key() is None
+@pytest.mark.parametrize('key', ['name', '007', '-3', '+1', '1.0', '', '\u0661'], ids=repr)
+def test_a_key_that_is_no_canonical_number_is_refused(stash: IncrementKeyDirectoryStash, key: str) -> None:
+    with pytest.raises(ValueError, match=re.escape(repr(key))):
+        stash.dump(key, 1)
+    assert (stash.get_last_key(), len(stash)) == ('0', 0)
+
+
+def test_files_of_other_keys_in_the_folder_are_neither_listed_nor_counted(
+    tmp_path: Path, stash: IncrementKeyDirectoryStash
+) -> None:
     stash.dump('numbered')
-    assert stash.get_last_key() == '1'
+    for name in ('data-name.dat', 'data-007.dat', 'data--3.dat'):
+        (tmp_path / 'stash' / name).write_bytes(b'x')
+    assert (stash.keys(), len(stash), stash.get_last_key()) == (['1'], 1, '1')
+    assert (stash.exists('name'), stash.get('007', 'd')) == (False, 'd')
 
 
 def test_deleting_the_last_item_makes_the_previous_one_last(stash: IncrementKeyDirectoryStash) -> None:

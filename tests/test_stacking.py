@@ -109,8 +109,8 @@ def test_factory_get_of_a_missing_key_returns_the_default() -> None:
     assert stash.get('nope', 'default') == 'default'
 
 
-def test_factory_keys_are_the_factorys_keys() -> None:
-    stash = FactoryStash(delegate=DictionaryStash({'x': 1}), factory=Squares(3))
+def test_factory_keys_are_the_factorys_keys_when_not_preemptive() -> None:
+    stash = FactoryStash(delegate=DictionaryStash({'x': 1}), factory=Squares(3), enable_preemptive=False)
     assert (list(stash.keys()), len(stash)) == (['0', '1', '2'], 3)
 
 
@@ -163,14 +163,14 @@ def test_one_shot_fills_the_delegate_from_a_callable_on_first_use() -> None:
         calls.append(1)
         return [('a', 1), ('b', None)]
 
-    stash = OneShotFactoryStash(worker, delegate=DictionaryStash())
+    stash = OneShotFactoryStash(DictionaryStash(), worker=worker)
     assert calls == []
     assert (dict(stash), len(stash), stash.load('b')) == ({'a': 1, 'b': None}, 2, None)
     assert calls == [1]
 
 
 def test_one_shot_accepts_an_iterable_worker() -> None:
-    stash = OneShotFactoryStash(iter([('a', 1)]), delegate=DictionaryStash())
+    stash = OneShotFactoryStash(DictionaryStash(), worker=iter([('a', 1)]))
     assert stash.load('a') == 1
 
 
@@ -180,7 +180,7 @@ def test_one_shot_does_not_run_the_worker_when_the_delegate_has_data(tmp_path: P
     def worker() -> list[tuple[str, int]]:
         raise AssertionError('worker ran')
 
-    stash = OneShotFactoryStash(worker, delegate=DirectoryStash(tmp_path))
+    stash = OneShotFactoryStash(DirectoryStash(tmp_path), worker=worker)
     assert list(stash.keys()) == ['old']
 
 
@@ -191,14 +191,14 @@ def test_one_shot_runs_an_empty_worker_once() -> None:
         calls.append(1)
         return []
 
-    stash = OneShotFactoryStash(worker, delegate=DictionaryStash())
+    stash = OneShotFactoryStash(DictionaryStash(), worker=worker)
     for _ in range(3):
         assert len(stash) == 0
     assert calls == [1]
 
 
 def test_one_shot_primes_before_a_write() -> None:
-    stash = OneShotFactoryStash(lambda: [('a', 1)], delegate=DictionaryStash())
+    stash = OneShotFactoryStash(DictionaryStash(), worker=lambda: [('a', 1)])
     stash.dump('b', 2)
     assert dict(stash) == {'a': 1, 'b': 2}
 
@@ -214,7 +214,7 @@ def test_a_failing_worker_leaves_the_delegate_empty_and_runs_again_next_time() -
         yield 'b', 2
 
     delegate = DictionaryStash()
-    stash = OneShotFactoryStash(worker, delegate=delegate)
+    stash = OneShotFactoryStash(delegate, worker=worker)
     with pytest.raises(RuntimeError):
         stash.keys()
     assert delegate.data == {}
@@ -222,7 +222,7 @@ def test_a_failing_worker_leaves_the_delegate_empty_and_runs_again_next_time() -
 
 
 def test_one_shot_refills_after_clear() -> None:
-    stash = OneShotFactoryStash(lambda: [('a', 1)], delegate=DictionaryStash())
+    stash = OneShotFactoryStash(DictionaryStash(), worker=lambda: [('a', 1)])
     stash.load('a')
     stash.clear()
     assert list(stash.keys()) == ['a']
@@ -441,7 +441,7 @@ def test_shelve_opens_lazily(tmp_path: Path) -> None:
 
 
 def test_shelve_writeback_saves_in_place_mutation(tmp_path: Path) -> None:
-    with ShelveStash(tmp_path / 'db', writeback=True) as stash:
+    with ShelveStash(tmp_path / 'db', writeback=True, auto_close=False) as stash:
         stash.dump('a', [])
         stash.load('a').append(1)
     with ShelveStash(tmp_path / 'db') as again:

@@ -19,7 +19,10 @@ from .errors import (
     StashCorruptError,
     StashError,
     StashKeyError,
+    StashReadError,
     StashReadOnlyError,
+    StashSignatureError,
+    StashWarning,
     StashWriteError,
 )
 from .factory import CacheStash, FactoryStash, OneShotFactoryStash
@@ -35,7 +38,15 @@ from .multi import (
     SerialExecutor,
 )
 from .persisted import PersistableContainer, PersistedWork, persisted
-from .serial import DillSerializer, JsonSerializer, PickleSerializer, Serializer
+from .serial import (
+    SIGNING_KEY_ENV,
+    SIGNING_KEY_FILE_ENV,
+    DillSerializer,
+    JsonSerializer,
+    PickleSerializer,
+    Serializer,
+    SigningSerializer,
+)
 from .shelf import ShelveStash
 from .stash import (
     MISSING,
@@ -58,6 +69,8 @@ __version__ = '0.1.0'
 
 __all__ = [
     'MISSING',
+    'SIGNING_KEY_ENV',
+    'SIGNING_KEY_FILE_ENV',
     'BatchError',
     'BatchEvent',
     'BatchResult',
@@ -91,6 +104,7 @@ __all__ = [
     'SerialExecutor',
     'SerializationError',
     'Serializer',
+    'SigningSerializer',
     'ShelveStash',
     'SortedStash',
     'Stash',
@@ -98,7 +112,10 @@ __all__ = [
     'StashCorruptError',
     'StashError',
     'StashKeyError',
+    'StashReadError',
     'StashReadOnlyError',
+    'StashSignatureError',
+    'StashWarning',
     'StashWriteError',
     'UnionStash',
     'dealloc',

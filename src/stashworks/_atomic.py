@@ -7,7 +7,7 @@ import os
 import uuid
 from typing import IO, Callable, Union
 
-__all__ = ['TEMP_PREFIX', 'TEMP_SUFFIX', 'atomic_write', 'is_temp_name', 'temp_name']
+__all__ = ['TEMP_PREFIX', 'TEMP_SUFFIX', 'atomic_create', 'atomic_write', 'is_temp_name', 'temp_name']
 
 #: Temp files start with this prefix and end with :data:`TEMP_SUFFIX`; no
 #: key a :class:`~stashworks.DirectoryStash` encodes ever produces such a
@@ -84,3 +84,42 @@ def atomic_write(path: Union[str, 'os.PathLike[str]'], write: Callable[[IO[bytes
         except FileNotFoundError:
             pass
         raise
+
+
+def atomic_create(
+    path: Union[str, 'os.PathLike[str]'], write: Callable[[IO[bytes]], None], fsync: bool = False
+) -> None:
+    """Like :func:`atomic_write`, but never replaces an existing ``path``.
+
+    The temp file is linked to ``path`` (which fails if ``path`` exists)
+    rather than renamed over it, so two writers choosing the same new name
+    cannot overwrite each other: one of them gets :class:`FileExistsError`.
+    On a file system without hard links, an exclusive create of ``path``
+    reserves the name first and the data then replaces it.
+
+    Raises:
+        FileExistsError: ``path`` exists; nothing was written.
+    """
+    path = os.fspath(path)
+    head, sep, _ = path.rpartition(os.sep)
+    tmp = f'{head}{sep}{temp_name()}'
+    try:
+        with open(tmp, 'xb') as fh:
+            write(fh)
+            if fsync:
+                fh.flush()
+                os.fsync(fh.fileno())
+        try:
+            os.link(tmp, path)
+        except FileExistsError:
+            raise
+        except OSError:
+            # No hard links here (some network and FUSE file systems):
+            # reserve the name, then move the data over the reservation.
+            os.close(os.open(path, os.O_CREAT | os.O_EXCL | os.O_WRONLY, 0o644))
+            os.replace(tmp, path)
+    finally:
+        try:
+            os.unlink(tmp)
+        except FileNotFoundError:
+            pass

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from collections.abc import Callable, Sequence
+from dataclasses import dataclass
 from typing import Any, Optional
 
 from .stash import DelegateStash, ReadOnlyStash, Stash
@@ -10,6 +11,7 @@ from .stash import DelegateStash, ReadOnlyStash, Stash
 __all__ = ['SortedStash', 'UnionStash']
 
 
+@dataclass(init=False, repr=False, eq=False)
 class UnionStash(ReadOnlyStash):
     """A read-only view of the items of several stashes, first one wins.
 
@@ -22,8 +24,15 @@ class UnionStash(ReadOnlyStash):
         stashes: the stashes to join, highest priority first.
     """
 
+    stashes: tuple[Stash, ...]
+
     def __init__(self, stashes: Sequence[Stash]) -> None:
-        self.stashes: tuple[Stash, ...] = tuple(stashes)
+        self.stashes = tuple(stashes)
+        self.__post_init__()
+
+    def __post_init__(self) -> None:
+        """Finish initialization (also run by a dataclass subclass's constructor)."""
+        self.stashes = tuple(self.stashes)
 
     def load(self, key: str) -> Any:
         """Return the item from the first stash that has it.
@@ -53,6 +62,7 @@ class UnionStash(ReadOnlyStash):
         return f'{type(self).__name__}({list(self.stashes)!r})'
 
 
+@dataclass(init=False, repr=False, eq=False)
 class SortedStash(DelegateStash):
     """Lists the keys of ``delegate`` in sorted order.
 
@@ -66,9 +76,12 @@ class SortedStash(DelegateStash):
             ``None``.
     """
 
+    sort_function: Optional[Callable[[str], Any]] = None
+
     def __init__(self, delegate: Optional[Stash] = None, sort_function: Optional[Callable[[str], Any]] = None) -> None:
-        super().__init__(delegate)
+        self.delegate = delegate
         self.sort_function = sort_function
+        self.__post_init__()
 
     def keys(self) -> list[str]:
         return sorted(super().keys(), key=self.sort_function)

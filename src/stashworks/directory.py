@@ -2,21 +2,24 @@
 
 from __future__ import annotations
 
+import errno
 import hashlib
 import logging
 import os
 import re
 import stat
 import time
+import warnings
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import IO, Any, Iterator, Optional, Union
 
-from ._atomic import TEMP_PREFIX, atomic_write, is_temp_name
-from .errors import StashCorruptError, StashWriteError
+from ._atomic import TEMP_PREFIX, atomic_write, is_temp_name, temp_name
+from .errors import StashCorruptError, StashReadError, StashSignatureError, StashWarning, StashWriteError
 from .serial import Serializer, default_serializer, serialize_into
 from .stash import CloseableStash, check_key
 
-__all__ = ['DirectoryStash', 'encode_key', 'decode_name']
+__all__ = ['DirectoryStash', 'encode_key', 'decode_name', 'probe_case_insensitive']
 
 logger = logging.getLogger(__name__)
 
@@ -27,37 +30,50 @@ logger = logging.getLogger(__name__)
 _PLAIN_RE = r'[A-Za-z0-9_\-][A-Za-z0-9_.\-]*'
 _PLAIN = re.compile(_PLAIN_RE + r'\Z')
 _UNSAFE = re.compile(r'[^A-Za-z0-9_.\-]')
+# On a case-insensitive file system upper case letters are escaped too, so
+# 'A' and 'a' stay two files.  The escapes' hex digits are always upper
+# case and the plain letters lower case, so no two encoded names differ only
+# in case.
+_PLAIN_FOLD_RE = r'[a-z0-9_\-][a-z0-9_.\-]*'
+_PLAIN_FOLD = re.compile(_PLAIN_FOLD_RE + r'\Z')
+_UNSAFE_FOLD = re.compile(r'[^a-z0-9_.\-]')
 _LONG = re.compile(r'~[0-9a-f]{64}\Z')
 _EMPTY = '%'  # '%' alone is no valid escape, so it can stand for ''
 _LONG_KEY_SUFFIX = '~key'
 # File names are limited to 255 bytes on every common file system; keep
 # room for the pattern and the sidecar suffix.
 _MAX_NAME = 200
+_MAX_RAW_NAME = 255
 
 
 def _escape(match: 're.Match[str]') -> str:
     return ''.join(f'%{b:02X}' for b in match.group().encode('utf-8', 'surrogatepass'))
 
 
-def encode_key(key: str) -> str:
+def encode_key(key: str, fold: bool = False) -> str:
     """Encode any ``str`` key as a safe, reversible file name fragment.
 
     The result never contains ``/``, never starts with ``.``, and decodes
     back to exactly ``key`` with :func:`decode_name`.
+
+    Args:
+        fold: also escape upper case letters, for a case-insensitive file
+            system (where ``A`` and ``a`` would be one file).
     """
-    if _PLAIN.match(key):
+    plain, unsafe = (_PLAIN_FOLD, _UNSAFE_FOLD) if fold else (_PLAIN, _UNSAFE)
+    if plain.match(key):
         return key
     if key == '':
         return _EMPTY
-    enc = _UNSAFE.sub(_escape, key)
+    enc = unsafe.sub(_escape, key)
     if enc.startswith('.'):
         enc = '%2E' + enc[1:]
     return enc
 
 
-def decode_name(enc: str) -> Optional[str]:
+def decode_name(enc: str, fold: bool = False) -> Optional[str]:
     """Decode a fragment made by :func:`encode_key`; ``None`` if it is not one."""
-    if _PLAIN.match(enc):
+    if (_PLAIN_FOLD if fold else _PLAIN).match(enc):
         return enc
     if enc == _EMPTY:
         return ''
@@ -71,9 +87,45 @@ def decode_name(enc: str) -> Optional[str]:
         return None
     # Only the canonical spelling of a key counts; a stray file such as
     # 'my file.dat' is not mistaken for the key 'my file'.
-    return key if encode_key(key) == enc else None
+    return key if encode_key(key, fold) == enc else None
 
 
+def probe_case_insensitive(folder: Union[str, 'os.PathLike[str]']) -> Optional[bool]:
+    """Whether ``folder`` is on a case-insensitive file system; ``None`` if it does not exist.
+
+    A probe file (a temp name, never taken for a key) is created and looked
+    up in upper case.  Where the folder cannot be written, its own name is
+    looked up with the case of its letters swapped instead; a folder whose
+    name has no letters then counts as case-sensitive.
+    """
+    folder = os.fspath(folder)
+    probe = os.path.join(folder, temp_name())
+    try:
+        fd = os.open(probe, os.O_CREAT | os.O_EXCL | os.O_WRONLY, 0o600)
+    except (FileNotFoundError, NotADirectoryError):
+        return None
+    except OSError:
+        head, name = os.path.split(os.path.abspath(folder))
+        swapped = name.swapcase()
+        if swapped == name:
+            return False
+        try:
+            return os.path.samestat(os.stat(folder), os.stat(os.path.join(head, swapped)))
+        except OSError:
+            return False
+    try:
+        os.close(fd)
+        head, name = os.path.split(probe)
+        return os.path.lexists(os.path.join(head, name.upper()))
+    finally:
+        os.unlink(probe)
+
+
+def _errno_name(exc: OSError) -> str:
+    return exc.strerror or errno.errorcode.get(exc.errno or 0, '') or str(exc)
+
+
+@dataclass(init=False, repr=False, eq=False)
 class DirectoryStash(CloseableStash):
     """Each item is a file in ``path``, named by ``pattern``.
 
@@ -81,7 +133,14 @@ class DirectoryStash(CloseableStash):
     :func:`os.replace`), so a crash or a concurrent reader never sees half
     an item.  Any ``str`` key works: it is encoded into a safe file name
     and round-trips exactly through :meth:`keys`.  :meth:`keys`,
-    ``len()`` and :meth:`exists` never deserialize anything.
+    ``len()`` and :meth:`exists` never deserialize anything, and agree:
+    only a regular file (or a link to one) named like an item is an item;
+    a folder or a dangling link is not.
+
+    On a case-insensitive file system (detected with a probe file when the
+    folder is first used, or given with ``case_insensitive``), upper case
+    letters in keys are escaped, so keys that differ only in case stay two
+    items.
 
     Args:
         path: the directory; created on the first write.
@@ -89,7 +148,29 @@ class DirectoryStash(CloseableStash):
             encoded key.
         serializer: how values become bytes (pickle by default).
         fsync: ``fsync`` each item before it replaces the old one.
+        raw_names: use the key itself in the file name, unencoded, as
+            zensols does, to read and write a zensols folder as it is.  A
+            key that is no safe file name (holding ``/`` or a NUL, ``.``,
+            ``..``, too long) is then refused with a :class:`ValueError`,
+            and keys that differ only in case are one file on a
+            case-insensitive file system.
+        case_insensitive: ``None`` to detect, or force the answer (for a
+            folder moved from a case-insensitive file system, say).
+
+    Warns:
+        StashWarning: once, when the folder holds files that look like
+            items but are not names this stash writes (a zensols folder
+            opened without ``raw_names=True``).
     """
+
+    path: Path
+    pattern: str = '{name}.dat'
+    _path: Path = field(init=False, repr=False, compare=False)
+    _dir: str = field(init=False, repr=False, compare=False)
+    serializer: Optional[Serializer] = field(default=None, kw_only=True)
+    fsync: bool = field(default=False, kw_only=True)
+    raw_names: bool = field(default=False, kw_only=True)
+    case_insensitive: Optional[bool] = field(default=None, kw_only=True)
 
     def __init__(
         self,
@@ -97,63 +178,131 @@ class DirectoryStash(CloseableStash):
         pattern: str = '{name}.dat',
         serializer: Optional[Serializer] = None,
         fsync: bool = False,
+        *,
+        raw_names: bool = False,
+        case_insensitive: Optional[bool] = None,
     ) -> None:
-        if pattern.count('{name}') != 1 or '/' in pattern or os.sep in pattern:
-            raise ValueError(f"pattern must contain '{{name}}' once and no '/': {pattern!r}")
-        self.path = Path(path)
+        self.path = path  # type: ignore[assignment]  # the setter makes it a Path
         self.pattern = pattern
-        self.serializer = serializer if serializer is not None else default_serializer
+        self.serializer = serializer
         self.fsync = fsync
+        self.raw_names = raw_names
+        self.case_insensitive = case_insensitive
+        self.__post_init__()
+
+    def __post_init__(self) -> None:
+        """Finish initialization (also run by a dataclass subclass's constructor)."""
+        pattern = self.pattern
+        if not isinstance(pattern, str) or pattern.count('{name}') != 1 or '/' in pattern or os.sep in pattern:
+            raise ValueError(f"pattern must contain '{{name}}' once and no '/': {pattern!r}")
+        if self.serializer is None:
+            self.serializer = default_serializer
         self._prefix, self._suffix = pattern.split('{name}')
         if self._prefix.startswith(TEMP_PREFIX):
             raise ValueError(f'pattern may not start with {TEMP_PREFIX!r}: {pattern!r}')
         # The longest plain key whose file name needs no hashing.
         self._plain_max = _MAX_NAME - len((self._prefix + self._suffix).encode('utf-8'))
+        self._warned = False
+        # None until the folder is first used (see _fold_mode).
+        self._fold: Optional[bool] = None
+        self._set_fold(bool(self.case_insensitive))
+        if self.case_insensitive is None:
+            self._fold = None
+
+    def _set_fold(self, fold: bool) -> None:
+        self._fold = fold
+        self._plain = _PLAIN_FOLD if fold else _PLAIN
         # Matches a whole listing joined by '/' (which no file name holds)
         # when every name is an item file with a plain key: one regex pass
         # instead of a filter, a slice and a match per name.
-        item = re.escape(self._prefix) + _PLAIN_RE + re.escape(self._suffix)
+        item = re.escape(self._prefix) + (_PLAIN_FOLD_RE if fold else _PLAIN_RE) + re.escape(self._suffix)
         # A name that starts with '.' is never an item file unless the
-        # pattern starts with one (no encoded key does), so the batch's
-        # '.stashworks' folder and temp files may sit among the items
-        # without costing the fast path.
+        # pattern starts with one (no encoded key does), so temp files may
+        # sit among the items without costing the fast path.
         self._hidden_ok = not self._prefix.startswith('.')
         entry = f'(?:{item}|\\.[^/]*)' if self._hidden_ok else item
         self._all_plain = re.compile(f'{entry}(?:/{entry})*\\Z')
 
-    @property
-    def path(self) -> Path:
-        """The directory that holds the items."""
-        return self._path
+    def _fold_mode(self, create: bool = False) -> bool:
+        """Whether keys are case-folded here, probing the folder on first use.
 
-    @path.setter
-    def path(self, path: Union[str, 'os.PathLike[str]']) -> None:
-        self._path = Path(path)
-        # Item paths are built as plain strings: a Path per call costs more
-        # than the stat that exists() makes.
-        self._dir = os.path.join(self._path, '')
+        Args:
+            create: create the folder if needed (before a write), so that
+                the probe can answer.
+        """
+        fold = self._fold
+        if fold is not None:
+            return fold
+        found = probe_case_insensitive(self._path)
+        if found is None and create:
+            try:
+                self._path.mkdir(parents=True, exist_ok=True)
+            except OSError as exc:
+                raise StashWriteError(f'cannot create folder {self._path} for {self!r}: {_errno_name(exc)}') from exc
+            found = probe_case_insensitive(self._path)
+        if found is None:
+            # No folder, so no items: any spelling finds nothing; decide
+            # once there is a folder to probe.
+            return False
+        if found:
+            logger.info('%s is on a case-insensitive file system: upper case letters in keys are escaped', self._path)
+        self._set_fold(found)
+        return found
 
     # -- names -------------------------------------------------------------
 
-    def _file_name(self, key: str) -> str:
-        if len(key) <= self._plain_max and _PLAIN.match(key):
+    def _raw_file_name(self, key: str) -> str:
+        name = self._prefix + key + self._suffix
+        problem = None
+        if key in ('.', '..') or name in ('.', '..'):
+            problem = 'it is "." or ".."'
+        elif '/' in key or os.sep in key or (os.altsep and os.altsep in key):
+            problem = 'it holds a path separator'
+        elif '\x00' in key:
+            problem = 'it holds a NUL character'
+        elif is_temp_name(name):
+            problem = 'its file name would be taken for a temp file'
+        else:
+            try:
+                size = len(os.fsencode(name))
+            except UnicodeEncodeError:
+                problem = 'it cannot be encoded as a file name'
+            else:
+                if size > _MAX_RAW_NAME:
+                    problem = f'its file name would be {size} bytes (the limit is {_MAX_RAW_NAME})'
+        if problem is not None:
+            raise ValueError(
+                f'key {key!r} cannot be a file name in {self!r} with raw_names=True: {problem}; '
+                'use a DirectoryStash without raw_names to store any key'
+            )
+        return name
+
+    def _file_name(self, key: str, create: bool = False) -> str:
+        if self.raw_names:
+            return self._raw_file_name(key)
+        fold = self._fold if self._fold is not None else self._fold_mode(create)
+        if len(key) <= self._plain_max and self._plain.match(key):
             # Most keys: nothing to escape, nothing to hash.
             return self._prefix + key + self._suffix
-        name = self._prefix + encode_key(key) + self._suffix
+        name = self._prefix + encode_key(key, fold) + self._suffix
         if len(name.encode('utf-8')) > _MAX_NAME:
             digest = hashlib.sha256(key.encode('utf-8', 'surrogatepass')).hexdigest()
             name = f'{self._prefix}~{digest}{self._suffix}'
         return name
 
     def key_to_path(self, key: str) -> Path:
-        """The file that holds (or would hold) the item ``key``."""
+        """The file that holds (or would hold) the item ``key``.
+
+        Raises:
+            ValueError: with ``raw_names``, ``key`` is no safe file name.
+        """
         return Path(self._item_path(key))
 
-    def _item_path(self, key: str) -> str:
+    def _item_path(self, key: str, create: bool = False) -> str:
         """:meth:`key_to_path` as a ``str``, for the hot paths."""
         if not isinstance(key, str):
             check_key(key, self)
-        return self._dir + self._file_name(key)
+        return self._dir + self._file_name(key, create)
 
     def _long_key(self, name: str) -> Optional[str]:
         """The key of a long-key file, read from its sidecar."""
@@ -163,13 +312,21 @@ class DirectoryStash(CloseableStash):
             return None
 
     def _listdir(self) -> list[str]:
-        """Every file name in the directory; none if it does not exist yet."""
+        """The name of every regular file (or link to one) in the folder; none if there is no folder.
+
+        Raises:
+            StashReadError: the folder cannot be listed.
+        """
         try:
-            # listdir, not scandir: only names are needed, and a DirEntry
-            # per file costs more than the name alone.
-            return os.listdir(self._path)
+            # One scandir: is_file() answers from the directory entry
+            # itself (no stat) except for links, so folders and dangling
+            # links are left out at almost no cost.
+            with os.scandir(self._path) as entries:
+                return [entry.name for entry in entries if entry.is_file()]
         except FileNotFoundError:
             return []
+        except OSError as exc:
+            raise StashReadError(f'cannot list the items of {self!r} in {self._path}: {_errno_name(exc)}') from exc
 
     def _hidden_among_plain(self, names: list[str]) -> Optional[int]:
         """How many of ``names`` are hidden, if all others are item files with plain keys; else ``None``.
@@ -186,50 +343,110 @@ class DirectoryStash(CloseableStash):
             return 0
         return joined.count('/.') + (joined[0] == '.')
 
+    def _is_foreign_item(self, name: str) -> bool:
+        """Whether ``name`` (not a name this stash writes) looks like an item file all the same."""
+        if not (name.startswith(self._prefix) and name.endswith(self._suffix)) or is_temp_name(name):
+            return False
+        stem = name[: -len(_LONG_KEY_SUFFIX)] if name.endswith(_LONG_KEY_SUFFIX) else None
+        if stem is not None and _LONG.match(stem[len(self._prefix) : len(stem) - len(self._suffix) or None]):
+            return False  # the sidecar of a long key
+        return len(name) > len(self._prefix) + len(self._suffix)
+
+    def _warn_foreign(self, foreign: list[str]) -> None:
+        if self._warned or not foreign:
+            return
+        self._warned = True
+        warnings.warn(
+            f'{len(foreign)} file(s) in {self._path} look like items of {self!r} but are not names it '
+            f'writes (such as {sorted(foreign)[0]!r}), so they are not listed as keys; a folder written '
+            'by zensols keeps raw keys in its file names: open it with DirectoryStash(path, raw_names=True)',
+            StashWarning,
+            stacklevel=4,
+        )
+
+    def _check_hidden(self, names: list[str]) -> None:
+        # A zensols key starting with '.' gives a hidden file; say so
+        # rather than skip it without a word.
+        if not self._warned:
+            self._warn_foreign([n for n in names if n[0] == '.' and self._is_foreign_item(n)])
+
     def _iter_names(self, names: Optional[list[str]] = None) -> Iterator[tuple[str, str]]:
         """Yield ``(file name, key)`` for every item file among ``names`` (default: a fresh listing)."""
         prefix, suffix = self._prefix, self._suffix
         start, stop = len(prefix), -len(suffix) or None
-        for name in self._listdir() if names is None else names:
+        if names is None:
+            names = self._listdir()
+        if self.raw_names:
+            for name in names:
+                if (
+                    name.startswith(prefix)
+                    and name.endswith(suffix)
+                    and len(name) >= start + len(suffix)
+                    and not is_temp_name(name)
+                ):
+                    yield name, name[start:stop]
+            return
+        fold = self._fold_mode() if names else False
+        plain = self._plain
+        foreign = []
+        for name in names:
             if not (name.startswith(prefix) and name.endswith(suffix)):
                 continue
             enc = name[start:stop]
-            if _PLAIN.match(enc):
+            if plain.match(enc):
                 yield name, enc
                 continue
             if _LONG.match(enc):
                 key = self._long_key(name)
             else:
-                key = decode_name(enc)
+                key = decode_name(enc, fold)
             if key is not None:
                 yield name, key
+            elif not self._warned and self._is_foreign_item(name):
+                foreign.append(name)
+        self._warn_foreign(foreign)
 
     # -- Stash -------------------------------------------------------------
 
     def keys(self) -> list[str]:
         names = self._listdir()
-        hidden = self._hidden_among_plain(names)
-        if hidden is not None:
-            start, stop = len(self._prefix), -len(self._suffix) or None
-            if hidden:
-                return [name[start:stop] for name in names if name[0] != '.']
-            return [name[start:stop] for name in names]
+        if not self.raw_names:
+            if names and self._fold is None:
+                self._fold_mode()
+            hidden = self._hidden_among_plain(names)
+            if hidden is not None:
+                start, stop = len(self._prefix), -len(self._suffix) or None
+                if hidden:
+                    self._check_hidden(names)
+                    return [name[start:stop] for name in names if name[0] != '.']
+                return [name[start:stop] for name in names]
         return [key for _, key in self._iter_names(names)]
 
     def __len__(self) -> int:
         # Counts exactly what keys() lists, without building the list.
         names = self._listdir()
-        hidden = self._hidden_among_plain(names)
-        if hidden is not None:
-            return len(names) - hidden
+        if not self.raw_names:
+            if names and self._fold is None:
+                self._fold_mode()
+            hidden = self._hidden_among_plain(names)
+            if hidden is not None:
+                if hidden:
+                    self._check_hidden(names)
+                return len(names) - hidden
         return sum(1 for _ in self._iter_names(names))
 
     def exists(self, key: str) -> bool:
         # One stat, as os.path.isfile does, without its extra call layer.
         try:
             st = os.stat(self._item_path(key))
-        except (OSError, ValueError):
+        except (FileNotFoundError, NotADirectoryError):
             return False
+        except ValueError:
+            return False  # raw_names: a key that cannot be a file name is not there
+        except OSError as exc:
+            if exc.errno == errno.ENAMETOOLONG:
+                return False
+            raise StashReadError(f'cannot look up item {key!r} in {self!r}: {_errno_name(exc)}') from exc
         return stat.S_ISREG(st.st_mode)
 
     def load(self, key: str) -> Any:
@@ -238,21 +455,24 @@ class DirectoryStash(CloseableStash):
             # Opened outside `with` so that only a missing file means a
             # missing key; errors while reading are corruption.
             fh = open(path, 'rb')  # noqa: SIM115
-        except (FileNotFoundError, NotADirectoryError):
+        except (FileNotFoundError, NotADirectoryError, IsADirectoryError):
+            # A folder named like an item is no item: keys() skips it too.
             raise self.missing_error(key) from None
+        except OSError as exc:
+            raise StashReadError(f'cannot read item {key!r} from {path} in {self!r}: {_errno_name(exc)}') from exc
         with fh:
             try:
-                return self.serializer.load(fh)
+                return self.serializer.load(fh)  # type: ignore[union-attr]
             except Exception as exc:
-                raise StashCorruptError(
-                    f'cannot read item {key!r} from {path} in {self!r}: '
-                    f'{type(exc).__name__}: {exc or "(no message)"}'
+                error = StashSignatureError if isinstance(exc, StashSignatureError) else StashCorruptError
+                raise error(
+                    f'cannot read item {key!r} from {path} in {self!r}: {type(exc).__name__}: {exc or "(no message)"}'
                 ) from exc
 
     def dump(self, key: str, value: Any) -> None:
-        path = self._item_path(key)
+        path = self._item_path(key, create=True)
         # Only a hashed name has '~' right after the prefix; encoded keys escape it.
-        if path.startswith('~', len(self._dir) + len(self._prefix)):
+        if not self.raw_names and path.startswith('~', len(self._dir) + len(self._prefix)):
             self._write(key, path + _LONG_KEY_SUFFIX, key.encode('utf-8', 'surrogatepass'), raw=True)
         self._write(key, path, value)
 
@@ -261,7 +481,7 @@ class DirectoryStash(CloseableStash):
             if raw:
                 fh.write(value)
                 return
-            serialize_into(self.serializer, value, fh, f'item {key!r} for {path} in {self!r}')
+            serialize_into(self.serializer, value, fh, f'item {key!r} for {path} in {self!r}')  # type: ignore[arg-type]
 
         try:
             try:
@@ -272,25 +492,37 @@ class DirectoryStash(CloseableStash):
                 self.path.mkdir(parents=True, exist_ok=True)
                 atomic_write(path, write, fsync=self.fsync)
         except OSError as exc:
-            err = StashWriteError(f'cannot write item {key!r} to {path} in {self!r}: {exc.strerror or exc}')
+            err = StashWriteError(f'cannot write item {key!r} to {path} in {self!r}: {_errno_name(exc)}')
+            err.errno = exc.errno
+            raise err from exc
+
+    def _unlink(self, key: str, path: str) -> None:
+        try:
+            os.unlink(path)
+        except FileNotFoundError:
+            pass
+        except OSError as exc:
+            if os.path.isdir(path):
+                return  # a folder named like an item is no item (see load)
+            err = StashWriteError(f'cannot delete item {key!r} at {path} in {self!r}: {_errno_name(exc)}')
             err.errno = exc.errno
             raise err from exc
 
     def delete(self, key: str) -> None:
-        path = self.key_to_path(key)
-        for p in (path, path.with_name(path.name + _LONG_KEY_SUFFIX)):
-            try:
-                os.unlink(p)
-            except FileNotFoundError:
-                pass
+        try:
+            path = self._item_path(key)
+        except ValueError:
+            return  # raw_names: a key that cannot be a file name is not there
+        self._unlink(key, path)
+        if not self.raw_names:
+            self._unlink(key, path + _LONG_KEY_SUFFIX)
 
     def clear(self) -> None:
-        for name, _ in list(self._iter_names()):
-            for n in (name, name + _LONG_KEY_SUFFIX):
-                try:
-                    os.unlink(self.path / n)
-                except FileNotFoundError:
-                    pass
+        for name, key in list(self._iter_names()):
+            path = self._dir + name
+            self._unlink(key, path)
+            if not self.raw_names:
+                self._unlink(key, path + _LONG_KEY_SUFFIX)
 
     def remove_stale_temp_files(self, min_age: float = 3600.0) -> int:
         """Remove the temp files of writers that died mid-write.
@@ -325,3 +557,20 @@ class DirectoryStash(CloseableStash):
 
     def __repr__(self) -> str:
         return f"{type(self).__name__}('{self.path}')"
+
+
+def _get_path(self: DirectoryStash) -> Path:
+    """The directory that holds the items."""
+    return self._path
+
+
+def _set_path(self: DirectoryStash, path: Union[str, 'os.PathLike[str]']) -> None:
+    self._path = Path(path)
+    # Item paths are built as plain strings: a Path per call costs more
+    # than the stat that exists() makes.
+    self._dir = os.path.join(self._path, '')
+
+
+# Set after the dataclass is made, or the property would be taken for the
+# default value of the field ``path``.
+setattr(DirectoryStash, 'path', property(_get_path, _set_path, doc=_get_path.__doc__))  # noqa: B010

@@ -13,7 +13,10 @@ __all__ = [
     'StashClosedError',
     'StashReadOnlyError',
     'StashWriteError',
+    'StashReadError',
     'StashCorruptError',
+    'StashSignatureError',
+    'StashWarning',
     'SerializationError',
     'PersistError',
     'BatchError',
@@ -44,6 +47,14 @@ class StashWriteError(StashError, OSError):
     """Writing an item failed; the previous value is left as it was."""
 
 
+class StashReadError(StashError, OSError):
+    """Reading failed for a reason other than a missing item or bad content.
+
+    A permission error, an I/O error, a folder that is not a folder: the
+    item may be fine, the stash cannot get at it.
+    """
+
+
 class SerializationError(StashError, ValueError):
     """A value could not be serialized (for example it is unpicklable)."""
 
@@ -52,10 +63,26 @@ class StashCorruptError(StashError, ValueError):
     """Stored data could not be read back (truncated, empty or garbage)."""
 
 
+class StashSignatureError(StashCorruptError):
+    """Stored data has no valid signature (unsigned, tampered, or signed with another key).
+
+    Raised by :class:`~stashworks.SigningSerializer` before anything is
+    deserialized.
+    """
+
+
+class StashWarning(UserWarning):
+    """Something in a stash's storage looks wrong but nothing is lost (yet).
+
+    For example a :class:`~stashworks.DirectoryStash` folder holding files
+    that look like items but are not names it writes (a zensols folder
+    opened without ``raw_names=True``).
+    """
+
+
 class PersistError(StashError):
     """A :func:`~stashworks.persisted` method or its file is misused."""
 
 
 class BatchError(StashError, RuntimeError):
     """A batch could not run (bad configuration, unusable executor...)."""
-

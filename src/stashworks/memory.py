@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from collections.abc import Iterator
+from dataclasses import dataclass, field
 from typing import Any, Optional
 
 from .stash import MISSING, Stash, check_key
@@ -10,6 +11,7 @@ from .stash import MISSING, Stash, check_key
 __all__ = ['DictionaryStash']
 
 
+@dataclass(init=False, repr=False, eq=False)
 class DictionaryStash(Stash):
     """A stash backed by a ``dict``: fast, private to the process, gone on exit.
 
@@ -21,8 +23,10 @@ class DictionaryStash(Stash):
             default.
     """
 
+    data: dict[str, Any] = field(default_factory=dict)
+
     def __init__(self, data: Optional[dict[str, Any]] = None) -> None:
-        self.data: dict[str, Any] = {} if data is None else data
+        self.data = {} if data is None else data
 
     def load(self, key: str) -> Any:
         """Return the value under ``key``.

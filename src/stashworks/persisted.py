@@ -18,7 +18,6 @@ what makes a cache hit nearly as cheap as a hand-written memoizing property.
 from __future__ import annotations
 
 import functools
-import inspect
 import logging
 import os
 import sys
@@ -454,14 +453,6 @@ def _works(d: dict[str, Any]) -> list[PersistedWork]:
     return [v for v in d.values() if isinstance(v, PersistedWork)]
 
 
-def _takes_only_self(method: Callable[..., Any]) -> bool:
-    try:
-        params = list(inspect.signature(method).parameters.values())
-    except (TypeError, ValueError):
-        return False
-    return len(params) == 1 and params[0].kind in (params[0].POSITIONAL_ONLY, params[0].POSITIONAL_OR_KEYWORD)
-
-
 def persisted(
     name: str,
     path: Union[str, os.PathLike[str], None] = None,
@@ -485,8 +476,10 @@ def persisted(
         def count(self) -> int:
             return expensive()
 
-    The method should take no arguments besides ``self``; any it is given
-    are passed on to the call that computes the value and ignored after.
+    The method should take no arguments besides ``self``.  Arguments given
+    to a call are passed on to the call that computes the value (so a method
+    taking only ``self`` raises :class:`TypeError` then), and ignored once
+    the value is cached, as in zensols.
     Each decorated method of a class needs its own ``name``.
 
     Args:
@@ -556,24 +549,15 @@ def persisted(
 
         # The hit path is one dict lookup; the slow call happens outside the
         # ``except`` block so an error in the method is not chained to a
-        # KeyError that means nothing to the user.
-        def wrapper(self: Any) -> Any:
-            try:
-                return self.__dict__[key]
-            except (KeyError, AttributeError):
-                pass
-            return resolve(self, (), {})
-
-        def wrapper_with_args(self: Any, *args: Any, **kwargs: Any) -> Any:
+        # KeyError that means nothing to the user.  Arguments are accepted
+        # and, once the value is cached, ignored, as zensols does.
+        def wrapper(self: Any, *args: Any, **kwargs: Any) -> Any:
             try:
                 return self.__dict__[key]
             except (KeyError, AttributeError):
                 pass
             return resolve(self, args, kwargs)
 
-        # Without ``*args, **kwargs`` a call builds no tuple and dict: the
-        # usual argument-less method gets the cheaper wrapper.
-        chosen = wrapper if _takes_only_self(method) else wrapper_with_args
-        return cast(_F, functools.wraps(method)(chosen))
+        return cast(_F, functools.wraps(method)(wrapper))
 
     return decorate

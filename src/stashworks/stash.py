@@ -9,7 +9,9 @@ wrappers that every stack is built from.
 from __future__ import annotations
 
 import logging
+import sys
 from abc import ABC, abstractmethod
+from dataclasses import dataclass
 from itertools import islice
 from typing import Any, Iterable, Iterator, Optional
 
@@ -130,7 +132,22 @@ class Stash(ABC):
         for key in list(self.keys()):
             self.delete(key)
 
-    def begin_group(self) -> None:
+    def key_groups(self, n: int) -> Iterator[list[str]]:
+        """Yield the keys in lists of ``n`` (the last one may be shorter).
+
+        Raises:
+            ValueError: when ``n`` is less than 1.
+        """
+        if n < 1:
+            raise ValueError(f'n must be >= 1, not {n!r}')
+        keys = iter(self.keys())
+        while True:
+            group = list(islice(keys, n))
+            if not group:
+                return
+            yield group
+
+    def begin_group(self) -> None:  # noqa: B027 (a no-op unless a store overrides it)
         """Let the dumps that follow be committed together, until :meth:`flush`.
 
         A store where each write is costly to make durable (one LMDB
@@ -140,7 +157,7 @@ class Stash(ABC):
         stash here but :class:`~stashworks.LmdbStash`) ignore it.
         """
 
-    def flush(self) -> None:
+    def flush(self) -> None:  # noqa: B027 (a no-op unless a store overrides it)
         """Make every dump so far durable and visible to other processes.
 
         Ends a group started by :meth:`begin_group` (a new one starts at the
@@ -225,17 +242,36 @@ class CloseableStash(Stash):
         self.close()
 
 
+# The classes below are dataclasses (with hand-written constructors, and
+# without the generated __eq__ and __repr__) so that the zensols way of
+# subclassing them works: ``@dataclass class S(DelegateStash): extra: int``
+# gets ``S(delegate, extra)``.  Their fields follow zensols' order and
+# defaults; fields zensols does not have are keyword-only, so they never
+# shift a zensols positional argument.  Initialization beyond setting the
+# fields lives in ``__post_init__``, which the generated constructor of a
+# subclass calls too.
+
+
+@dataclass(init=False, repr=False, eq=False)
 class DelegateStash(CloseableStash):
     """Forwards every call to ``delegate``; the base of wrapper stashes.
 
     With no delegate it is an empty stash that accepts and forgets writes.
+    A dataclass subclass (the zensols form) takes ``delegate`` as its first,
+    required, field.
 
     Args:
         delegate: the stash calls are forwarded to.
     """
 
+    delegate: Optional[Stash]
+
     def __init__(self, delegate: Optional[Stash] = None) -> None:
         self.delegate = delegate
+        self.__post_init__()
+
+    def __post_init__(self) -> None:
+        """Finish initialization (also run by a dataclass subclass's constructor)."""
 
     def load(self, key: str) -> Any:
         if self.delegate is None:
@@ -285,6 +321,7 @@ class DelegateStash(CloseableStash):
         return f'{type(self).__name__}(delegate={self.delegate!r})'
 
 
+@dataclass(init=False, repr=False, eq=False)
 class KeyLimitStash(DelegateStash):
     """Shows only the first ``limit`` keys of its delegate; handy to debug.
 
@@ -293,14 +330,20 @@ class KeyLimitStash(DelegateStash):
 
     Args:
         delegate: the stash to limit.
-        limit: how many keys to show.
+        limit: how many keys to show; unlimited by default, as in zensols.
     """
 
-    def __init__(self, delegate: Optional[Stash] = None, limit: int = 10) -> None:
-        super().__init__(delegate)
-        if limit < 0:
-            raise ValueError(f'limit must be >= 0, not {limit}')
+    limit: int = sys.maxsize
+
+    def __init__(self, delegate: Optional[Stash] = None, limit: int = sys.maxsize) -> None:
+        self.delegate = delegate
         self.limit = limit
+        self.__post_init__()
+
+    def __post_init__(self) -> None:
+        super().__post_init__()
+        if not isinstance(self.limit, int) or self.limit < 0:
+            raise ValueError(f'limit must be an int >= 0, not {self.limit!r}')
 
     def keys(self) -> list[str]:
         return list(islice(super().keys(), self.limit))
@@ -345,6 +388,13 @@ class _HasData:
     def reset_has_data(self) -> None:
         """Forget :attr:`has_data` so the next use lists the delegate again."""
         self._has_data = None
+
+    # The zensols spellings, for subclasses written against zensols.
+    def _reset_has_data(self) -> None:
+        self._has_data = None
+
+    def _set_has_data(self, has_data: bool = True) -> None:
+        self._has_data = has_data
 
     def dump(self, key: str, value: Any) -> None:
         super().dump(key, value)  # type: ignore[misc]
