@@ -11,9 +11,15 @@ reported as the median of its per-rep ratios to raw atomic files (pickle,
 temp file, ``os.replace``) measured in the same rep.  Nothing is deleted
 until the run is over: deleting files stalls file creation here.
 
+``DirectoryStash signed`` is DirectoryStash with a
+:class:`~stashworks.SigningSerializer` (HMAC-SHA256 over the pickle); its
+cost is also printed as the median of its per-rep time over plain
+DirectoryStash's (target: at most 1.15x for write and read).
+
 Run::
 
     python benchmarks/bench_storage.py --dir /dev/shm --dir /tmp --reps 5
+    python benchmarks/bench_storage.py --contenders 'DirectoryStash,DirectoryStash signed' --reps 9
 """
 
 from __future__ import annotations
@@ -35,12 +41,14 @@ from typing import Any, TypeVar
 
 from _common import RunDirs, format_table, machine_note, median_ratio, ratios, rotated
 
-from stashworks import DirectoryStash
+from stashworks import DirectoryStash, SigningSerializer
 
 T = TypeVar('T')
 
 BASELINE = 'raw atomic'
 OPS = ('write', 'read', 'exists', 'keys', 'len')
+# Signed over unsigned DirectoryStash time, at most.
+SIGNING_TARGET = 1.15
 # What DirectoryStash must reach, as a ratio to raw atomic files.
 TARGETS = {'write': 0.85, 'read': 0.9, 'exists': 0.9, 'keys': 0.9, 'len': 0.9}
 SUFFIX = '.dat'
@@ -215,6 +223,14 @@ class Directory(Mapping):
         return sum(1 for key in keys if exists(key))
 
 
+class SignedDirectory(Directory):
+    name = 'DirectoryStash signed'
+
+    def open(self, folder: Path) -> None:
+        # A fixed key: the benchmark measures the HMAC, not key loading.
+        self.store = DirectoryStash(folder, serializer=SigningSerializer(key=b'bench-signing-key'))
+
+
 class DiskCache(Mapping):
     name = 'diskcache'
 
@@ -252,7 +268,9 @@ class SqliteDict(Mapping):
         self.store.commit()
 
 
-CONTENDERS: dict[str, type[Contender]] = {c.name: c for c in (Directory, RawAtomic, Raw, DiskCache, Shelve, SqliteDict)}
+CONTENDERS: dict[str, type[Contender]] = {
+    c.name: c for c in (Directory, SignedDirectory, RawAtomic, Raw, DiskCache, Shelve, SqliteDict)
+}
 
 
 def directory_at(rev: str) -> type[Contender]:
@@ -457,6 +475,18 @@ def check_targets(times: dict[str, dict[str, list[float]]]) -> list[str]:
     return lines
 
 
+def check_signing(times: dict[str, dict[str, list[float]]]) -> list[str]:
+    """Signed over plain DirectoryStash: median of the per-rep time ratios for write and read."""
+    lines = []
+    for op in ('write', 'read'):
+        r = statistics.median(
+            s / p for s, p in zip(times[SignedDirectory.name][op], times[Directory.name][op], strict=True)
+        )
+        verdict = 'met' if r <= SIGNING_TARGET else 'MISSED'
+        lines.append(f'{op} {r:.3f}x the time (target ≤ {SIGNING_TARGET:.2f}x) {verdict}')
+    return lines
+
+
 def main(argv: Sequence[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.split('\n\n')[0])
     parser.add_argument(
@@ -523,6 +553,8 @@ def main(argv: Sequence[str] | None = None) -> int:
                 print(report(times, len(items)))
                 if Directory.name in times:
                     print('\nDirectoryStash: ' + '; '.join(check_targets(times)), flush=True)
+                if Directory.name in times and SignedDirectory.name in times:
+                    print('\nSigning: ' + '; '.join(check_signing(times)), flush=True)
     finally:
         # Only now: deleting files stalls creating them for every process.
         for dirs in all_dirs:

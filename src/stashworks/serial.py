@@ -167,9 +167,21 @@ class SigningSerializer:
                 f'no signing key: pass key= or key_file=, or set {SIGNING_KEY_ENV} (the key) '
                 f'or {SIGNING_KEY_FILE_ENV} (a file holding it)'
             )
-        self._key = key.encode('utf-8') if isinstance(key, str) else bytes(key)
-        if not self._key:
+        key_bytes = key.encode('utf-8') if isinstance(key, str) else bytes(key)
+        if not key_bytes:
             raise ValueError('the signing key is empty')
+        self._set_key(key_bytes)
+
+    def _set_key(self, key: bytes) -> None:
+        self._key = key
+        # Keyed once; each signature copies it (a fresh HMAC costs more than
+        # the hashing of a small item).
+        self._mac = hmac.new(key, digestmod='sha256')
+
+    def _sign(self, payload: Union[bytes, memoryview]) -> bytes:
+        mac = self._mac.copy()
+        mac.update(payload)
+        return mac.digest()
 
     @classmethod
     def from_env(cls, inner: Optional[Serializer] = None) -> Optional['SigningSerializer']:
@@ -189,7 +201,7 @@ class SigningSerializer:
 
     def dump(self, value: Any, fh: IO[bytes]) -> None:
         payload = self._payload(value)
-        fh.write(_SIGNED_TAG + hmac.digest(self._key, payload, 'sha256'))
+        fh.write(_SIGNED_TAG + self._sign(payload))
         fh.write(payload)
 
     def verify(self, data: Union[bytes, bytearray, memoryview]) -> memoryview:
@@ -198,12 +210,12 @@ class SigningSerializer:
         Raises:
             StashSignatureError: ``data`` is not signed with this key.
         """
-        view = memoryview(data)
-        if len(view) < _HEADER_SIZE or view[: len(_SIGNED_TAG)] != _SIGNED_TAG:
+        data = bytes(data) if not isinstance(data, bytes) else data
+        if len(data) < _HEADER_SIZE or not data.startswith(_SIGNED_TAG):
             raise StashSignatureError('not signed (no stashworks signature header); refusing to deserialize it')
-        payload = view[_HEADER_SIZE:]
-        expected = hmac.digest(self._key, payload, 'sha256')
-        if not hmac.compare_digest(expected, view[len(_SIGNED_TAG) : _HEADER_SIZE]):
+        # A view: the payload is not copied, only hashed and then read.
+        payload = memoryview(data)[_HEADER_SIZE:]
+        if not hmac.compare_digest(self._sign(payload), data[len(_SIGNED_TAG) : _HEADER_SIZE]):
             raise StashSignatureError('bad signature (altered, or signed with another key); refusing to deserialize it')
         return payload
 
@@ -213,6 +225,15 @@ class SigningSerializer:
         if type(inner) is PickleSerializer:
             return pickle.loads(payload)
         return inner.load(io.BytesIO(payload))
+
+    def __getstate__(self) -> dict[str, Any]:
+        state = self.__dict__.copy()
+        del state['_mac']  # an HMAC object does not pickle; rebuilt from the key
+        return state
+
+    def __setstate__(self, state: dict[str, Any]) -> None:
+        self.__dict__.update(state)
+        self._set_key(self._key)
 
     def __repr__(self) -> str:
         return f'{type(self).__name__}({self.inner!r})'
