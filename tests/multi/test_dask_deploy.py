@@ -652,3 +652,12 @@ def test_resources_send_chunks_only_to_workers_that_have_them_and_size_the_batch
     # One GPU: the batch is sized for one chunk at a time, all on that worker.
     assert result.workers == 1
     assert {int(stash.load(k).split(':')[0]) for k in keys} == {gpu_pid}
+
+
+def test_an_executor_without_an_address_reads_dask_scheduler_address(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv('DASK_SCHEDULER_ADDRESS', 'tcp://127.0.0.1:8786')
+    assert DaskExecutor().address == 'tcp://127.0.0.1:8786'
+
+    monkeypatch.delenv('DASK_SCHEDULER_ADDRESS')
+    with dask.config.set({'scheduler-address': None}), pytest.raises(ValueError, match='DASK_SCHEDULER_ADDRESS'):
+        DaskExecutor()
