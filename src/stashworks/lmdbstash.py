@@ -597,12 +597,15 @@ class LmdbStash(CloseableStash):
     def _present(self, txn: Any, *, keys: Sequence[str]) -> list[bool]:
         find = txn.cursor().set_key
         try:
-            # The usual keys: short, valid UTF-8 once encoded.
-            encoded = [k.encode() for k in keys]
-        except (UnicodeEncodeError, AttributeError):
+            # The usual keys: short, valid UTF-8 once encoded.  map() keeps
+            # the loops in C: planning asks about every key of a batch.
+            encoded = list(map(str.encode, keys))
+        except (UnicodeEncodeError, TypeError):
             encoded = []
-        if encoded and all(0 < len(b) <= _MAX_KEY for b in encoded):
-            return [find(b) for b in encoded]
+        if encoded:
+            sizes = list(map(len, encoded))
+            if min(sizes) > 0 and max(sizes) <= _MAX_KEY:
+                return list(map(find, encoded))
         out = []
         for key in keys:
             dbk, kb = self._db_key(key)

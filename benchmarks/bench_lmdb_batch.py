@@ -1,0 +1,170 @@
+"""A batch of trivial items into LmdbStash, against DirectoryStash and a hand-written pool.
+
+Three contenders compute ``--items`` trivial items (a small dict per key)
+with ``--workers`` worker processes, into a fresh folder each, taking
+turns rep by rep in an order rotated every rep:
+
+* ``LmdbStash``: ``MultiProcessFactoryStash(LmdbStash(out), f, keys=...)``,
+  its keys from a generator;
+* ``DirectoryStash``: the same batch into ``DirectoryStash(out)``;
+* ``hand-written``: a ``concurrent.futures.ProcessPoolExecutor`` whose
+  workers compute a chunk of ``--chunk`` keys each and write it to LMDB
+  in one transaction of their own (what a careful user writes by hand).
+
+Each figure is the median over reps of the per-rep ratio of items per
+second to the hand-written pool's; every run's items are counted
+afterwards.  Nothing is deleted until the run is over.
+
+Run::
+
+    python benchmarks/bench_lmdb_batch.py --dir /tmp --items 1000000 --reps 3
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import pickle
+import sys
+import time
+from collections.abc import Iterator, Sequence
+from concurrent.futures import ProcessPoolExecutor
+from pathlib import Path
+from typing import Any
+
+import lmdb
+from _common import RunDirs, format_table, machine_note, median_ratio, ratios, rotated
+
+from stashworks import DirectoryStash, LmdbStash, MultiProcessFactoryStash
+
+BASELINE = 'hand-written'
+# What LmdbStash must reach: against the same batch into a DirectoryStash,
+# and against the hand-written pool.
+TARGET_VS_DIRECTORY = 5.0
+TARGET_VS_HANDWRITTEN = 0.9
+
+
+def key_of(i: int) -> str:
+    return f'item-{i:09d}'
+
+
+def keys(n: int) -> Iterator[str]:
+    """The work keys, generated (never a list in the parent)."""
+    return (key_of(i) for i in range(n))
+
+
+def compute(key: str) -> dict[str, Any]:
+    """A trivial item: well under a microsecond of work."""
+    return {'key': key, 'n': len(key)}
+
+
+# -- the hand-written pool -------------------------------------------------------------------------
+
+_env: dict[str, Any] = {}
+
+
+def write_chunk(path: str, start: int, stop: int) -> int:
+    env = _env.get(path)
+    if env is None:
+        env = _env[path] = lmdb.open(path, map_size=1 << 34, max_spare_txns=0)
+    pairs = []
+    for i in range(start, stop):
+        key = key_of(i)
+        pairs.append((key.encode(), pickle.dumps(compute(key), pickle.HIGHEST_PROTOCOL)))
+    with env.begin(write=True) as txn:
+        txn.cursor().putmulti(pairs)
+    return stop - start
+
+
+def hand_written(folder: Path, n: int, workers: int, chunk: int) -> int:
+    path = str(folder / 'out')
+    os.makedirs(path, exist_ok=True)
+    with ProcessPoolExecutor(workers) as pool:
+        futures = [pool.submit(write_chunk, path, start, min(start + chunk, n)) for start in range(0, n, chunk)]
+        done = sum(f.result() for f in futures)
+    with lmdb.open(path, map_size=1 << 34) as env:
+        stored = env.stat()['entries']
+    if done != n or stored != n:
+        raise AssertionError(f'hand-written pool stored {stored} of {n}')
+    return n
+
+
+def batch(store: Any, n: int, workers: int) -> int:
+    stash = MultiProcessFactoryStash(store, compute, keys=lambda: keys(n), workers=workers, progress=False)
+    stash.prime()
+    stored = len(store)
+    if stored != n:
+        raise AssertionError(f'{store!r} holds {stored} of {n}')
+    close = getattr(store, 'close', None)
+    if close is not None:
+        close()
+    return n
+
+
+def run(name: str, folder: Path, args: Any) -> float:
+    start = time.perf_counter()
+    if name == 'LmdbStash':
+        batch(LmdbStash(folder / 'out'), args.items, args.workers)
+    elif name == 'DirectoryStash':
+        batch(DirectoryStash(folder / 'out'), args.items, args.workers)
+    else:
+        hand_written(folder, args.items, args.workers, args.chunk)
+    return time.perf_counter() - start
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument('--dir', action='append', help='folder to run in (repeatable; default /tmp)')
+    parser.add_argument('--items', type=int, default=1_000_000)
+    parser.add_argument('--workers', type=int, default=2)
+    parser.add_argument('--chunk', type=int, default=2000, help="the hand-written pool's keys per task")
+    parser.add_argument('--reps', type=int, default=3)
+    parser.add_argument('--contenders', help='comma-separated names (default: all)')
+    parser.add_argument('--keep', action='store_true')
+    args = parser.parse_args(argv)
+    names = ['LmdbStash', 'DirectoryStash', BASELINE]
+    if args.contenders:
+        wanted = {n.strip() for n in args.contenders.split(',')} | {BASELINE}
+        names = [n for n in names if n in wanted]
+    print(f'# batch of {args.items:,} trivial items, {args.workers} workers, {args.reps} reps')
+    print(machine_note())
+    print(f'command: python benchmarks/bench_lmdb_batch.py {" ".join(sys.argv[1:])}')
+    failed = False
+    for root in args.dir or ['/tmp']:
+        times: dict[str, list[float]] = {n: [] for n in names}
+        with RunDirs(root, keep=args.keep) as dirs:
+            for rep in range(args.reps):
+                for name in rotated(names, rep):
+                    times[name].append(run(name, dirs.new(name), args))
+                    print(
+                        f'  {root} rep {rep + 1}: {name} {args.items / times[name][-1]:,.0f} items/s', file=sys.stderr
+                    )
+        rows = []
+        for name in names:
+            r = ratios(times[name], times[BASELINE])
+            med = sorted(times[name])[len(times[name]) // 2]
+            rows.append(
+                [
+                    name,
+                    f'{args.items / med:,.0f}',
+                    f'{median_ratio(times[name], times[BASELINE]):.2f}x',
+                    f'{min(r):.2f}-{max(r):.2f}',
+                ]
+            )
+        print(f'\n## {root}: items/s (median rep) and speed relative to the hand-written pool\n')
+        print(format_table(['contender', 'items/s', f'vs {BASELINE}', 'range'], rows))
+        if 'LmdbStash' in names:
+            vs_hand = median_ratio(times['LmdbStash'], times[BASELINE])
+            verdicts = [f'vs hand-written {vs_hand:.2f}x (target {TARGET_VS_HANDWRITTEN}x)']
+            ok = vs_hand >= TARGET_VS_HANDWRITTEN
+            if 'DirectoryStash' in names:
+                vs_dir = median_ratio(times['LmdbStash'], times['DirectoryStash'])
+                ok &= vs_dir >= TARGET_VS_DIRECTORY
+                verdicts.append(f'vs DirectoryStash {vs_dir:.2f}x (target {TARGET_VS_DIRECTORY}x)')
+            failed |= not ok
+            print('\nLmdbStash: ' + '; '.join(verdicts) + (' - met' if ok else ' - NOT met'))
+    return 1 if failed else 0
+
+
+if __name__ == '__main__':
+    sys.exit(main())
