@@ -158,7 +158,7 @@ def _ended(report: dict[str, Any]) -> bool:
 
 def cmd_status(args: argparse.Namespace) -> int:
     """``stashworks status DIR``: progress of a running or finished batch (``--watch``: until it ends)."""
-    batch = BatchDir(args.dir)
+    batch = BatchDir(args.dir, raw_names=args.raw_names)
     clear = args.watch and not args.json and sys.stdout.isatty()
     while True:
         report = status_report(batch)
@@ -184,7 +184,7 @@ def cmd_status(args: argparse.Namespace) -> int:
 
 def cmd_keys(args: argparse.Namespace) -> int:
     """``stashworks keys DIR``: the keys of the stored items (or of failures)."""
-    batch = BatchDir(args.dir)
+    batch = BatchDir(args.dir, raw_names=args.raw_names)
     keys = batch.failed_keys() if args.failed else batch.keys()
     if args.json:
         print_json(keys)
@@ -207,7 +207,7 @@ def _render(value: Any, max_chars: int) -> str:
 
 def cmd_show(args: argparse.Namespace) -> int:
     """``stashworks show DIR KEY``: one item, readable (or raw with ``--raw``)."""
-    batch = BatchDir(args.dir)
+    batch = BatchDir(args.dir, raw_names=args.raw_names)
     if not batch.items.exists(args.key):
         raise _missing_key(batch, args.key)
     if args.raw:

@@ -41,14 +41,15 @@ class BatchDir:
             neither items nor a ``.stashworks`` folder.
     """
 
-    def __init__(self, path: Union[str, 'os.PathLike[str]']) -> None:
+    def __init__(self, path: Union[str, 'os.PathLike[str]'], raw_names: bool = False) -> None:
         self.path = Path(path)
         if not self.path.exists():
             raise CliError(f'no such directory: {self.path}')
         if not self.path.is_dir():
             raise CliError(f'not a directory: {self.path}')
         self.state_dir = self.path / STATE_DIR
-        self.items = DirectoryStash(self.path)
+        # raw_names: a zensols folder, whose file names are the keys as they are.
+        self.items = DirectoryStash(self.path, raw_names=raw_names)
         # The batch layer's own names for its layout, read as raw JSON.
         self.failures = FailureStash.beside(self.path).files
         self.status_path = status_path(self.path)

@@ -78,6 +78,13 @@ def _seconds(text: str) -> float:
     return value
 
 
+def _seconds_or_zero(text: str) -> float:
+    """A number of seconds >= 0."""
+    if text.strip() in ('0', '0.0'):
+        return 0.0
+    return _seconds(text)
+
+
 def _memory(text: str) -> str:
     """``--memory-limit``: checked here so a bad size is a usage error, not a failed run."""
     from ..multi.workers import parse_memory
@@ -143,13 +150,30 @@ def _add_batch_options(parser: argparse.ArgumentParser) -> None:
         '--progress',
         action=argparse.BooleanOptionalAction,
         default=None,
-        help='show a progress bar on stderr (default: when stderr is a terminal)',
+        help='show a progress bar on stderr (default: when stderr is a terminal; otherwise a progress line '
+        'every --progress-interval seconds)',
+    )
+    group.add_argument(
+        '--progress-interval',
+        type=_seconds_or_zero,
+        default=None,
+        metavar='SECONDS',
+        help='when stderr is not a terminal, seconds between two progress lines '
+        '(default 30, or $STASHWORKS_PROGRESS_INTERVAL; 0 for none)',
     )
     _add_json(parser, 'print the summary as JSON, for scripts')
 
 
 def _add_limit(parser: argparse.ArgumentParser, help: str) -> None:
     parser.add_argument('--limit', '-n', type=_count, default=None, metavar='N', help=help)
+
+
+def _add_raw_names(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument(
+        '--raw-names',
+        action='store_true',
+        help='file names are the keys as they are (a folder written by zensols), not encoded keys',
+    )
 
 
 def _add_json(parser: argparse.ArgumentParser, help: str = 'print JSON, for scripts') -> None:
@@ -221,12 +245,14 @@ def build_parser() -> argparse.ArgumentParser:
         metavar='SECONDS',
         help='seconds between two refreshes with --watch (default 2)',
     )
+    _add_raw_names(status)
     _add_json(status)
     status.set_defaults(func=cmd_status)
 
     keys = sub.add_parser('keys', parents=after, help='list the keys of the stored items')
     keys.add_argument('dir', metavar='DIR')
     keys.add_argument('--failed', action='store_true', help='list the failed keys instead')
+    _add_raw_names(keys)
     _add_json(keys)
     keys.set_defaults(func=cmd_keys)
 
@@ -245,6 +271,7 @@ def build_parser() -> argparse.ArgumentParser:
         metavar='N',
         help=f'cut the rendering after N characters (default {DEFAULT_MAX_CHARS}, 0 for no limit)',
     )
+    _add_raw_names(show)
     _add_json(show)
     show.set_defaults(func=cmd_show)
 
