@@ -64,3 +64,21 @@ def test_finding_the_kind_needs_no_lmdb(tmp_path: Path) -> None:
     out = subprocess.run([sys.executable, '-c', code], capture_output=True, text=True, timeout=60)
     assert out.stdout.strip() == 'lmdb'
     assert "pip install 'stashworks[lmdb]'" in out.stderr
+
+
+def test_an_lmdb_stash_is_found_as_local_only_through_wrappers(tmp_path: Path) -> None:
+    from stashworks import CacheStash
+    from stashworks.stores import local_only_store
+
+    lmdb_stash = LmdbStash(tmp_path / 'db')
+    assert local_only_store(CacheStash(delegate=lmdb_stash)) is lmdb_stash
+    assert local_only_store(DirectoryStash(tmp_path / 'dir')) is None
+    assert local_only_store(None) is None
+
+
+def test_the_machine_id_is_the_same_in_a_child_process() -> None:
+    from stashworks.stores import machine_id
+
+    code = 'from stashworks.stores import machine_id; print(machine_id())'
+    out = subprocess.run([sys.executable, '-c', code], capture_output=True, text=True, timeout=60, check=True)
+    assert out.stdout.strip() == machine_id() != ''

@@ -27,7 +27,7 @@ import pickle
 import struct
 import threading
 from pathlib import Path
-from typing import Any, Callable, Iterable, Iterator, Optional, Sequence, TypeVar, Union
+from typing import Any, Callable, ClassVar, Iterable, Iterator, Optional, Sequence, TypeVar, Union
 
 try:
     import lmdb
@@ -223,6 +223,10 @@ class LmdbStash(CloseableStash):
         ImportError: when the ``lmdb`` package is not installed (when the
             module is imported).
     """
+
+    #: Only processes on this machine may share the database (LMDB needs a
+    #: local file system); a batch on a cluster checks it before any work.
+    local_only: ClassVar[bool] = True
 
     def __init__(
         self,

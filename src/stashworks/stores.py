@@ -12,6 +12,7 @@ to say which kind it is.
 from __future__ import annotations
 
 import os
+import socket
 from pathlib import Path
 from typing import Optional, Union
 
@@ -19,7 +20,7 @@ from .directory import DirectoryStash
 from .errors import BatchError
 from .stash import Stash
 
-__all__ = ['STORE_KINDS', 'store_kind', 'open_output']
+__all__ = ['STORE_KINDS', 'store_kind', 'open_output', 'machine_id', 'local_only_store']
 
 #: The kinds of store an output folder may hold, by the name the command line uses.
 STORE_KINDS = ('directory', 'lmdb')
@@ -76,3 +77,31 @@ def open_output(path: Union[str, 'os.PathLike[str]'], kind: Optional[str] = None
 
         return LmdbStash(path)
     return DirectoryStash(path)
+
+
+def machine_id() -> str:
+    """Which machine (precisely: which running kernel) this process is on.
+
+    The kernel's boot id, which processes in containers on one host share
+    and no two hosts do; the host name where there is none.
+    """
+    try:
+        return Path('/proc/sys/kernel/random/boot_id').read_text(encoding='ascii').strip()
+    except OSError:
+        return socket.gethostname()
+
+
+def local_only_store(stash: Optional[Stash]) -> Optional[Stash]:
+    """The first store in a delegate chain that only processes on this machine may share, if any.
+
+    Such a store (an :class:`~stashworks.LmdbStash`) says so with a true
+    ``local_only`` class attribute: its processes share a memory map and
+    locks that a network file system does not keep coherent between hosts.
+    """
+    seen = 0
+    while stash is not None and seen < 32:
+        if getattr(type(stash), 'local_only', False):
+            return stash
+        stash = getattr(stash, 'delegate', None)
+        seen += 1
+    return None
