@@ -436,3 +436,13 @@ def test_exists_many_answers_for_each_key_in_order(tmp_path: Path) -> None:
         # Buffered items count: the group is committed first.
         assert stash.exists_many(wanted) == [key in set(wanted[::3]) for key in wanted]
         assert stash.exists_many([]) == []
+
+
+def test_load_bytes_gives_the_serialized_value(tmp_path: Path) -> None:
+    with LmdbStash(tmp_path / 'db') as stash:
+        stash['k'] = {'a': 1}
+        stash['x' * 600] = [2]
+        assert pickle.loads(stash.load_bytes('k')) == {'a': 1}
+        assert pickle.loads(stash.load_bytes('x' * 600)) == [2]
+        with pytest.raises(KeyError, match='missing'):
+            stash.load_bytes('missing')

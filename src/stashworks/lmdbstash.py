@@ -420,6 +420,18 @@ class LmdbStash(CloseableStash):
     def exists(self, key: str) -> bool:
         return self._lookup(key) is not None
 
+    def load_bytes(self, key: str) -> bytes:
+        """The item's value as stored: the serializer's bytes, not deserialized.
+
+        Raises:
+            KeyError: (a :class:`~stashworks.errors.StashKeyError`) when
+                there is no such item.
+        """
+        data = self._lookup(key)
+        if data is None:
+            raise self.missing_error(key)
+        return data
+
     def dump(self, key: str, value: Any) -> None:
         handle = self._env()
         dbk, kb = self._db_key(key)
