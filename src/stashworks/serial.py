@@ -149,6 +149,10 @@ class SigningSerializer:
         ValueError: no key is given or configured, or the key is empty.
     """
 
+    #: :meth:`load` reads the whole file in one call, so a stash may hand
+    #: it an unbuffered file (cheaper to open).
+    reads_whole_file = True
+
     def __init__(
         self,
         inner: Optional[Serializer] = None,
