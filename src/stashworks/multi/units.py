@@ -182,15 +182,32 @@ class UnitRecord(NamedTuple):
 _quote: Callable[[str], str] = getattr(json.encoder, 'c_encode_basestring', None) or json.encoder.py_encode_basestring
 
 
-def _line(unit: str, version: str, keys: Sequence[str], when: float, kept_from: Optional[str]) -> str:
+#: A buffered record: ``(unit, item keys, kept_from, time or None)``.
+_Entry = tuple[str, Sequence[str], Optional[str], Optional[float]]
+
+
+def encode_lines(version: str, entries: Sequence[_Entry], now: float) -> list[str]:
+    """The JSON lines of buffered records of one version.
+
+    A record without its own time gets ``now`` (the time of the write that
+    makes it durable); the version is encoded once for them all.
+    """
+    version_text = _quote(version)
+    now_text = repr(round(now, 6))
     # The common one-item-per-unit case stores its key once: null stands
     # for (unit,).
-    if len(keys) == 1 and keys[0] == unit:
-        stored = 'null'
-    else:
-        stored = '[' + ','.join(map(_quote, keys)) + ']'
-    kept = '' if kept_from is None else ',' + _quote(kept_from)
-    return f'[{_quote(unit)},{_quote(version)},{stored},{when!r}{kept}]'
+    one_key_tail = f',{version_text},null,{now_text}]'
+    lines: list[str] = []
+    append = lines.append
+    for unit, keys, kept_from, when in entries:
+        if kept_from is None and when is None and len(keys) == 1 and keys[0] == unit:
+            append('[' + _quote(unit) + one_key_tail)
+            continue
+        stored = 'null' if len(keys) == 1 and keys[0] == unit else '[' + ','.join(map(_quote, keys)) + ']'
+        kept = '' if kept_from is None else ',' + _quote(kept_from)
+        stamp = now_text if when is None else repr(round(when, 6))
+        append(f'[{_quote(unit)},{version_text},{stored},{stamp}{kept}]')
+    return lines
 
 
 def encode_block(lines: Sequence[str]) -> bytes:
@@ -291,7 +308,7 @@ class UnitLog:
         self._fds: dict[str, int] = {}
         self._pid = 0
         self._broken: set[str] = set()
-        self._pending: dict[str, list[str]] = {}
+        self._pending: dict[str, list[_Entry]] = {}
 
     @classmethod
     def beside(cls, directory: Union[str, 'os.PathLike[str]'], durable: bool = False) -> 'UnitLog':
@@ -310,14 +327,25 @@ class UnitLog:
         kept_from: Optional[str] = None,
         when: Optional[float] = None,
     ) -> None:
-        """Buffer the record of a finished unit; :meth:`flush` writes it."""
+        """Buffer the record of a finished unit; :meth:`flush` writes it.
+
+        Args:
+            unit: the unit's id.
+            version: the version that computed its items.
+            keys: the keys of the items it stored, in order.
+            kept_from: for ``on_stale='keep'``: the version that really
+                computed the items.
+            when: the record's time; by default the time of the flush
+                that writes it (a record's time orders the records of one
+                unit: the latest wins).
+        """
         if isinstance(keys, str):
             raise TypeError(f'keys of unit {unit!r} must be a sequence of str, not a str')
-        line = _line(unit, version, keys, time.time() if when is None else when, kept_from)
         pending = self._pending.get(version)
         if pending is None:
             pending = self._pending[version] = []
-        pending.append(line)
+        # Encoded at flush time, all at once: a record costs an append here.
+        pending.append((unit, keys, kept_from, when))
 
     def record(self, unit: str, version: str, keys: Sequence[str], kept_from: Optional[str] = None) -> None:
         """Write the record of a finished unit now."""
@@ -336,8 +364,9 @@ class UnitLog:
             OSError: the folder or file cannot be written (the records stay
                 buffered for the next flush).
         """
+        now = time.time()
         for version in list(self._pending):
-            self._write(version, encode_block(self._pending[version]))
+            self._write(version, encode_block(encode_lines(version, self._pending[version], now)))
             del self._pending[version]
 
     def _write(self, version: str, data: bytes) -> None:
@@ -485,8 +514,9 @@ class MemoryUnitLog(UnitLog):
         self._rows: list[list[Any]] = []
 
     def flush(self) -> None:
-        for lines in self._pending.values():
-            self._rows.extend(parse_blocks(encode_block(lines)))
+        now = time.time()
+        for version, entries in self._pending.items():
+            self._rows.extend(parse_blocks(encode_block(encode_lines(version, entries, now))))
         self._pending.clear()
 
     def close(self) -> None:
@@ -708,6 +738,8 @@ def plan_units(
     Raises:
         TypeError: a unit id is not a ``str``.
     """
+    if one_key and not rows:
+        return _plan_by_store(work, stored, failed, version, skip_failed, block)
     census = Census(version)
     missing: list[str] = []
     stale: dict[str, tuple[str, tuple[str, ...]]] = {}
@@ -721,60 +753,119 @@ def plan_units(
         batch = list(islice(pairs, block))
         if not batch:
             break
-        ids = []
-        for n, (uid, _) in enumerate(batch, counted):
-            if not isinstance(uid, str):
-                raise TypeError(f'the id of work unit #{n} is not a str but {type(uid).__name__}: {uid!r}')
-            ids.append(uid)
+        units = dict(batch)  # drops repeats within the block, keeps the order
+        _check_ids(list(units), counted)
         counted += len(batch)
-        present = stored(ids) if one_key or legacy else [False] * len(ids)
-        undecided: list[tuple[str, Any]] = []
-        for (uid, unit), here in zip(batch, present, strict=True):
-            if uid in seen:
-                continue  # counted once even if the work repeats it
-            seen.add(uid)
-            row = records.get(uid)
-            state, items, made_by = DONE, 0, None
+        fresh = [u for u in units if u not in seen] if seen else list(units)
+        seen.update(fresh)
+        found = [records.get(u) for u in fresh]
+        present: Sequence[bool] = stored(fresh) if one_key or legacy else ()
+        answers: Iterator[bool] = iter(())
+        if not one_key:
+            # Every recorded item of the block, asked about in one call.
+            flat: list[str] = []
+            for uid, row in zip(fresh, found, strict=True):
+                if row is not None:
+                    flat.extend((uid,) if row[2] is None else row[2])
+            answers = iter(stored(flat)) if flat else answers
+        done_units = done_items = kept = 0
+        undecided: list[str] = []
+        for i, uid in enumerate(fresh):
+            row = found[i]
             if one_key:
-                state, items, made_by = _one_key_state(row, here, version)
+                if not present[i]:
+                    undecided.append(uid)
+                    continue
+                keys: Sequence[str] = (uid,)
             elif row is not None:
-                keys = (uid,) if row[2] is None else tuple(row[2])
-                if all(stored(keys)) if keys else True:
-                    state, items, made_by = (DONE if row[1] == version else STALE), len(keys), row[1]
-                else:
-                    state = MISSING
+                keys = (uid,) if row[2] is None else row[2]
+                if not (next(answers) if len(keys) == 1 else all(list(islice(answers, len(keys))))):
+                    # An item it stored is gone (deleted by hand, or lost
+                    # with a crash of the machine): computed again.
+                    undecided.append(uid)
+                    continue
+            elif legacy and present[i]:
+                keys = (uid,)
             else:
-                state, items = (DONE, 1) if legacy and here else (MISSING, 0)
-            if state == STALE:
-                assert made_by is not None and row is not None
-                stale[uid] = (made_by, (uid,) if row[2] is None else tuple(row[2]))
-                census.count(STALE, items, made_by)
-                if unit is not None:
-                    payload = {} if payload is None else payload
-                    payload[uid] = unit
-            elif state == DONE:
-                census.count(DONE, items, kept=row is not None and len(row) > 4)
-            else:
-                undecided.append((uid, unit))
-        recorded = failed([u for u, _ in undecided]) if skip_failed and undecided else [False] * len(undecided)
-        for (uid, unit), has_failed in zip(undecided, recorded, strict=True):
+                undecided.append(uid)
+                continue
+            if row is None or row[1] == version:
+                done_units += 1
+                done_items += len(keys)
+                kept += row is not None and len(row) > 4
+                continue
+            stale[uid] = (row[1], tuple(keys))
+            census.count(STALE, len(keys), row[1])
+            unit = units[uid]
+            if unit is not None:
+                payload = {} if payload is None else payload
+                payload[uid] = unit
+        census.units += done_units
+        census.done_units += done_units
+        census.done_items += done_items
+        census.kept_units += kept
+        recorded = failed(undecided) if skip_failed and undecided else [False] * len(undecided)
+        for uid, has_failed in zip(undecided, recorded, strict=True):
             if has_failed:
                 census.count(FAILED)
                 continue
             census.count(MISSING)
             missing.append(uid)
+            unit = units[uid]
             if unit is not None:
                 payload = {} if payload is None else payload
                 payload[uid] = unit
     return UnitPlan(missing, payload, census, stale)
 
 
-def _one_key_state(row: Optional[Sequence[Any]], here: bool, version: str) -> tuple[str, int, Optional[str]]:
-    if not here:
-        return MISSING, 0, None
-    if row is None or row[1] == version:
-        return DONE, 1, version
-    return STALE, 1, row[1]
+def _check_ids(ids: Sequence[Any], counted: int) -> None:
+    if not set(map(type, ids)) <= {str}:  # C-speed check of every id
+        n, uid = next((n, u) for n, u in enumerate(ids, counted) if not isinstance(u, str))
+        raise TypeError(f'the id of work unit #{n} is not a str but {type(uid).__name__}: {uid!r}')
+
+
+def _plan_by_store(
+    work: Iterable[tuple[str, Any]],
+    stored: Membership,
+    failed: Membership,
+    version: str,
+    skip_failed: bool,
+    block: int,
+) -> UnitPlan:
+    # One-key units and a log with no other version: the store's keys are
+    # all there is to know, so this is a set difference, block by block,
+    # with no work per unit beyond a lookup.
+    census = Census(version)
+    missing: list[str] = []
+    payload: Optional[dict[str, Any]] = None
+    seen: set[str] = set()
+    pairs = iter(work)
+    counted = 0
+    while True:
+        batch = list(islice(pairs, block))
+        if not batch:
+            break
+        units = dict(batch)  # drops repeats within the block, keeps the order
+        _check_ids(list(units), counted)
+        counted += len(batch)
+        fresh = [u for u in units if u not in seen] if seen else list(units)
+        seen.update(fresh)
+        absent = [u for u, here in zip(fresh, stored(fresh), strict=True) if not here]
+        census.units += len(fresh)
+        census.done_units += len(fresh) - len(absent)
+        census.done_items += len(fresh) - len(absent)
+        if skip_failed and absent:
+            recorded = failed(absent)
+            if any(recorded):
+                census.failed_units += sum(1 for r in recorded if r)
+                absent = [u for u, r in zip(absent, recorded, strict=True) if not r]
+        census.missing_units += len(absent)
+        missing.extend(absent)
+        values = list(units.values())
+        if values.count(None) != len(values):  # some unit is not its own id
+            payload = {} if payload is None else payload
+            payload.update((u, units[u]) for u in absent if units[u] is not None)
+    return UnitPlan(missing, payload, census)
 
 
 def keep_stale(log: UnitLog, plan: UnitPlan, version: str) -> int:
