@@ -419,7 +419,7 @@ def test_dataclass_key_limit_stash_defaults_to_unlimited() -> None:
 def test_dataclass_preemptive_stashes() -> None:
     pre = Pre(DictionaryStash({'a': 1}), 5)
     assert (pre.has_data, pre.extra) == (True, 5)
-    prime = Prime(DictionaryStash({'a': 1}))
+    prime = Prime(delegate=DictionaryStash({'a': 1}))
     assert prime.load('a') == 1 and prime.primed == 1
     assert PrimePre(DictionaryStash()).has_data is False
 
@@ -472,3 +472,55 @@ def test_zensols_dataclass_subclass_repr_and_equality_follow_its_fields() -> Non
 def test_one_shot_subclass_worker_default_is_an_optional_attribute() -> None:
     stash: Optional[OneShotFactoryStash] = OneShotFactoryStash(DictionaryStash(), worker=pairs)
     assert dict(stash) == {'a': 1, 'b': 2}
+
+
+@dataclass
+class Checked(ReadOnlyStash):
+    n: int
+
+    def __post_init__(self) -> None:
+        # zensols code calls the base's __post_init__ in its own.
+        super().__post_init__()
+        self.keys_seen = [str(i) for i in range(self.n)]
+
+    def load(self, key: str) -> Any:
+        return key
+
+    def keys(self) -> Iterable[str]:
+        return self.keys_seen
+
+
+def test_a_subclass_post_init_may_call_the_bases() -> None:
+    assert dict(Checked(2)) == {'0': '0', '1': '1'}
+
+
+@dataclass
+class Primed(PrimeableStash):
+    n: int
+    primes: int = 0
+
+    def prime(self) -> None:
+        self.primes += 1
+
+    def load(self, key: str) -> Any:
+        self.prime()
+        return int(key)
+
+    def keys(self) -> Iterable[str]:
+        self.prime()
+        return [str(i) for i in range(self.n)]
+
+
+def test_a_dataclass_primeable_stash_takes_no_delegate_first_as_in_zensols() -> None:
+    stash = Primed(3)
+    assert (stash.n, stash.delegate, list(stash.keys())) == (3, None, ['0', '1', '2'])
+
+
+def test_persisted_takes_allocation_track_in_zensols_position(tmp_path: Path) -> None:
+    class Owner:
+        @persisted('_v', tmp_path / 'sub' / 'v.dat', False, False, True, True)
+        def v(self) -> int:
+            return 7
+
+    assert Owner().v() == 7
+    assert (tmp_path / 'sub' / 'v.dat').exists()

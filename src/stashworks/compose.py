@@ -32,6 +32,7 @@ class UnionStash(ReadOnlyStash):
 
     def __post_init__(self) -> None:
         """Finish initialization (also run by a dataclass subclass's constructor)."""
+        super().__post_init__()
         self.stashes = tuple(self.stashes)
 
     def load(self, key: str) -> Any:

@@ -192,6 +192,7 @@ class DirectoryStash(CloseableStash):
 
     def __post_init__(self) -> None:
         """Finish initialization (also run by a dataclass subclass's constructor)."""
+        super().__post_init__()
         pattern = self.pattern
         if not isinstance(pattern, str) or pattern.count('{name}') != 1 or '/' in pattern or os.sep in pattern:
             raise ValueError(f"pattern must contain '{{name}}' once and no '/': {pattern!r}")

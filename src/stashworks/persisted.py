@@ -458,6 +458,7 @@ def persisted(
     path: Union[str, os.PathLike[str], None] = None,
     cache_global: bool = False,
     transient: bool = False,
+    allocation_track: bool = True,
     mkdir: bool = False,
     deallocate_recursive: bool = False,
     recover_empty: bool = False,
@@ -489,6 +490,8 @@ def persisted(
         cache_global: share the value with every instance of the class.
         transient: leave the value out when a :class:`PersistableContainer`
             instance is pickled.
+        allocation_track: accepted for zensols' argument order; it has no
+            effect (stashworks keeps no allocation tracking).
         mkdir: create the file's missing parent directories.
         deallocate_recursive: see :class:`PersistedWork`.
         recover_empty: treat an empty file as no file.

@@ -93,6 +93,7 @@ class ShelveStash(CloseableStash):
 
     def __post_init__(self) -> None:
         """Finish initialization (also run by a dataclass subclass's constructor)."""
+        super().__post_init__()
         self.path = Path(self.path)
         if not isinstance(self.auto_close, bool):
             raise TypeError(

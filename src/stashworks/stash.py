@@ -11,7 +11,7 @@ from __future__ import annotations
 import logging
 import sys
 from abc import ABC, abstractmethod
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from itertools import islice
 from typing import Any, Iterable, Iterator, Optional
 
@@ -79,6 +79,14 @@ class Stash(ABC):
     ``None`` is a value like any other: only a key that does not exist
     raises :class:`KeyError`.
     """
+
+    def __post_init__(self) -> None:  # noqa: B027 (a no-op that subclasses extend)
+        """Finish initialization; a no-op here.
+
+        The constructor a dataclass subclass gets calls it, and a subclass's
+        own ``__post_init__`` calls ``super().__post_init__()``, as zensols
+        code does; every stash class keeps that chain going.
+        """
 
     @abstractmethod
     def load(self, key: str) -> Any:
@@ -272,6 +280,7 @@ class DelegateStash(CloseableStash):
 
     def __post_init__(self) -> None:
         """Finish initialization (also run by a dataclass subclass's constructor)."""
+        super().__post_init__()
 
     def load(self, key: str) -> Any:
         if self.delegate is None:
@@ -417,13 +426,20 @@ class PreemptiveStash(_HasData, DelegateStash):
     """
 
 
+@dataclass(init=False, repr=False, eq=False)
 class PrimeableStash(DelegateStash):
     """Runs :meth:`prime` before every CRUD call.
 
     :meth:`prime` does whatever preparatory work the stash needs (create
     data, open a resource); it must be cheap once done, since every read
     calls it.  The default does nothing.
+
+    As in zensols, a dataclass subclass does not take a delegate first (a
+    zensols ``PrimeableStash`` has none): ``delegate`` is an optional
+    keyword there.
     """
+
+    delegate: Optional[Stash] = field(default=None, kw_only=True)
 
     def prime(self) -> None:
         """Do preparatory work; called before any CRUD method."""
@@ -457,14 +473,19 @@ class PrimeableStash(DelegateStash):
         return super().__len__()
 
 
+@dataclass(init=False, repr=False, eq=False)
 class PrimablePreemptiveStash(_HasData, PrimeableStash):
     """A :class:`PrimeableStash` that also knows whether it has data.
 
     The usual :meth:`prime` creates the data when :attr:`has_data` is
     false (see :class:`~stashworks.OneShotFactoryStash` and
     :class:`~stashworks.MultiProcessStash`).  :attr:`has_data` itself
-    never primes.
+    never primes.  A dataclass subclass takes ``delegate`` first, as in
+    zensols.
     """
+
+    # Positional and required again, as zensols' PreemptiveStash has it.
+    delegate: Optional[Stash] = field(kw_only=False)
 
 
 PrimeablePreemptiveStash = PrimablePreemptiveStash
