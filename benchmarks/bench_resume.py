@@ -78,18 +78,17 @@ def _never(key: str) -> None:
 def stashworks_missing(folder: str, keys: list[str]) -> set[str]:
     """What ``MultiProcessFactoryStash.prime()`` spends to find the missing keys.
 
-    The same steps, in the same order, as ``prime()`` and ``run_batch()``
-    take before they start any worker: build the stash (as a resuming
-    script does), make its job, list the delegate and the failure store,
-    and :func:`stashworks.multi.batch.scan` the work keys against them.
+    The same steps, in the same order, as ``prime()`` takes before it
+    starts any worker: build the stash (as a resuming script does), make
+    its job, and :func:`stashworks.multi.plan.plan_batch` the work keys
+    against the delegate and the failure store.
     """
     from stashworks import DirectoryStash, MultiProcessFactoryStash
-    from stashworks.multi.batch import scan
+    from stashworks.multi.plan import plan_batch
 
     stash = MultiProcessFactoryStash(DirectoryStash(folder), _never, keys=keys, workers=2, progress=False)
     job = stash._make_job()
-    missing, _, _, _ = scan(stash._work(), job.delegate.keys(), job.failures.keys())
-    return set(missing)
+    return set(plan_batch(stash._work(), job.delegate, job.failures).missing)
 
 
 def stashworks_prime_complete(folder: str, done_keys: list[str]) -> set[str]:

@@ -1,20 +1,30 @@
-"""The batch layer: :class:`MultiProcessStash` and its executors."""
+"""The batch layer: :class:`MultiProcessStash` and its executors.
+
+Module map (each imports only those above it): ``wire`` (what travels),
+``layout`` (where files go), ``workers``, ``chunking``, ``progress``,
+``failures``, ``status``, ``job`` (the worker side), ``executor`` (the
+contract), ``serial``/``pool``/``dask`` (executors), ``settings``,
+``plan``, ``batch`` (the engine), ``stash`` (the public stashes).
+"""
 
 from __future__ import annotations
 
 from .batch import BatchResult
-from .executor import Chunk, ChunkReport, Executor, ExecutorError, ItemEvent
+from .executor import Executor
 from .failures import FailureRecord, FailureStash
 from .pool import LocalPoolExecutor
 from .progress import BatchEvent
 from .serial import SerialExecutor
+from .settings import BatchSettings
 from .stash import MultiProcessFactoryStash, MultiProcessStash
 from .status import read_status
+from .wire import Chunk, ChunkReport, ExecutorError, ItemEvent, Progress
 from .workers import parse_memory, resolve_workers, usable_cpus
 
 __all__ = [
     'BatchEvent',
     'BatchResult',
+    'BatchSettings',
     'Chunk',
     'ChunkReport',
     'Executor',
@@ -25,6 +35,7 @@ __all__ = [
     'LocalPoolExecutor',
     'MultiProcessFactoryStash',
     'MultiProcessStash',
+    'Progress',
     'SerialExecutor',
     'parse_memory',
     'read_status',

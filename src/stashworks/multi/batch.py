@@ -1,18 +1,9 @@
-"""The batch engine: missing keys in, chunks out, reports back.
+"""The batch engine: one run of a batch in the parent process.
 
-:func:`run_batch` is what :meth:`MultiProcessStash.prime` runs.  It works
-out which keys are missing (one listing of the delegate and one of the
-failure store, compared as sets, nothing unpickled), cuts them into chunks,
-feeds an :class:`~stashworks.multi.executor.Executor`, and handles what
-comes back: item events for the progress bar, chunk reports, and chunks
-lost with their worker (whose culprit key is isolated and retried a
-bounded number of times before it is recorded as a failure).
-
-Items are counted per message, not per key, unless an ``on_event`` hook
-asks for one event per item: with tiny items the parent's per-key work
-would compete with the workers for the CPUs.  The counts from item
-messages are provisional; a chunk's report (or, for a chunk lost with its
-worker, what the delegate and the failure store hold) settles them.
+:meth:`~stashworks.MultiProcessStash.prime` plans (which units are
+missing), prepares the output, then runs a :class:`Batch`: start the
+executor, feed it chunks while it has free slots, count what comes back,
+and summarise.  docs/engine.md follows one key through it.
 """
 
 from __future__ import annotations
@@ -22,25 +13,28 @@ import signal
 import threading
 import time
 from collections import deque
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from pathlib import Path
 from types import FrameType
-from typing import Any, Callable, Iterable, Iterator, Optional, Sequence, Union
+from typing import Any, Callable, Optional, Sequence, Union
 
+from ..directory import DirectoryStash
 from ..errors import BatchError
+from ..stash import Stash
 from .chunking import Chunker
-from .executor import Chunk, ChunkReport, Executor, ExecutorError, ItemBatch, ItemEvent
-from .failures import FailureRecord, utc_now
+from .executor import Executor
+from .failures import FailureRecord, record_failure
 from .job import Job
-from .progress import BatchEvent, EventHook, ProgressBar
+from .layout import find_directory, utc_now
+from .plan import Plan
+from .progress import BatchEvent, ProgressBar
+from .settings import BatchSettings
 from .status import StatusWriter
+from .wire import Chunk, ChunkReport, ExecutorError, ItemEvent, Progress, Report
 
-__all__ = ['BatchResult', 'BatchOptions', 'run_batch']
+__all__ = ['Batch', 'BatchResult', 'prepare_output']
 
 logger = logging.getLogger(__name__)
-
-#: Chunks kept submitted per worker, so none idles between two chunks.
-PREFETCH = 2
 
 
 @dataclass
@@ -89,18 +83,22 @@ class BatchResult:
         return text
 
 
-@dataclass
-class BatchOptions:
-    """How to run a batch; see :class:`~stashworks.MultiProcessFactoryStash`."""
+def prepare_output(delegate: Stash, executor: Executor) -> None:
+    """Check that the executor's workers can reach ``delegate``, and sweep stale temp files.
 
-    workers: int = 1
-    chunk_size: int = 0
-    progress: Optional[bool] = None
-    on_event: Optional[EventHook] = None
-    max_retries: int = 2
-    status_path: Optional[Path] = None
-    desc: str = 'items'
-    extra: dict[str, Any] = field(default_factory=dict)
+    Raises:
+        BatchError: the delegate lives in this process's memory and the
+            executor runs chunks elsewhere.
+    """
+    if not executor.in_process and find_directory(delegate) is None:
+        raise BatchError(
+            f'{delegate!r} keeps its items in the memory of this process, so worker processes cannot '
+            f'store results in it; use an on-disk delegate such as DirectoryStash, or '
+            f"executor='serial' to compute in this process"
+        )
+    if isinstance(delegate, DirectoryStash):
+        # Writers killed in an earlier run left temp files behind.
+        delegate.remove_stale_temp_files()
 
 
 class _Terminated(KeyboardInterrupt):
@@ -111,414 +109,338 @@ def _on_sigterm(signum: int, frame: Optional[FrameType]) -> None:
     raise _Terminated(f'received signal {signum} (SIGTERM)')
 
 
-def scan(
-    work: Iterable[tuple[str, Any]],
-    done_keys: Iterable[str],
-    failed_keys: Iterable[str],
-    skip_failed: bool = True,
-) -> tuple[list[str], Optional[dict[str, Any]], int, int]:
-    """Split the work into missing keys and keys already settled.
+class _InFlight:
+    """A chunk sent to the executor, and the units already heard of."""
 
-    Args:
-        work: ``(key, unit)`` pairs, streamed; ``unit`` is ``None`` when
-            the key is the unit.
-        done_keys: one listing of the delegate.
-        failed_keys: one listing of the failure store.
-        skip_failed: leave keys with a recorded failure out.
+    __slots__ = ('chunk', 'heard')
 
-    Returns:
-        ``(missing keys in order, units by key or None, done before,
-        failed before)``.
-
-    Raises:
-        BatchError: a key is not a ``str`` (the message shows it).
-    """
-    done = set(done_keys)
-    failed = set(failed_keys) if skip_failed else set()
-    missing: list[str] = []
-    seen: set[str] = set()
-    units: Optional[dict[str, Any]] = None
-    done_before = failed_before = 0
-    for n, (key, unit) in enumerate(work):
-        if not isinstance(key, str):
-            raise BatchError(f'work key #{n} is not a str but {type(key).__name__}: {key!r}')
-        if key in done:
-            done_before += 1
-            done.discard(key)  # counted once even if the source repeats it
-        elif key in failed:
-            failed_before += 1
-            failed.discard(key)
-        elif key not in seen:
-            seen.add(key)
-            missing.append(key)
-            if unit is not None:
-                if units is None:
-                    units = {}
-                units[key] = unit
-    return missing, units, done_before, failed_before
+    def __init__(self, chunk: Chunk) -> None:
+        self.chunk = chunk
+        self.heard: set[str] = set()
 
 
-class _Run:
-    """The state of one batch run in the parent."""
+class _WorkQueue:
+    """The units still to send, cut into chunks on demand; retries go first."""
 
-    def __init__(
-        self,
-        job: Job,
-        executor: Executor,
-        missing: list[str],
-        units: Optional[dict[str, Any]],
-        result: BatchResult,
-        opts: BatchOptions,
-    ) -> None:
-        self.job = job
-        self.executor = executor
-        self.missing = missing
-        self.units = units
-        self.result = result
-        self.opts = opts
+    def __init__(self, plan: Plan, chunker: Chunker) -> None:
+        self.missing = plan.missing
+        self.payload = plan.payload
+        self.chunker = chunker
         self.next_index = 0
         self.next_id = 0
         self.retry: deque[Chunk] = deque()
-        self.in_flight: dict[int, Chunk] = {}
-        #: per chunk in flight, ``[written, failed]`` items counted so far
-        self.tally: dict[int, list[int]] = {}
-        #: per chunk in flight, the keys already counted (only when an
-        #: ``on_event`` hook wants one event per item)
-        self.counted: dict[int, set[str]] = {}
-        self.per_item = opts.on_event is not None
-        self.chunker = Chunker(opts.chunk_size, result.workers)
-        self.bar = ProgressBar(
-            result.total, result.done_before + result.failed_before, result.failed_before, opts.progress, opts.desc
-        )
-        self.status = StatusWriter(
-            opts.status_path, result.total, result.done_before, result.workers, executor.description
-        )
+
+    def next_chunk(self) -> Optional[Chunk]:
+        if self.retry:
+            return self.retry.popleft()
+        size = self.chunker.next_size(len(self.missing) - self.next_index)
+        if size <= 0:
+            return None
+        units = tuple(self.missing[self.next_index : self.next_index + size])
+        self.next_index += size
+        payload = None if self.payload is None else tuple(self.payload.get(u, u) for u in units)
+        return self._make(units, 0, payload)
+
+    def requeue(self, chunk: Chunk, units: Sequence[str], attempt: int) -> None:
+        """Send ``units`` of ``chunk`` again, as a new chunk."""
+        if not units:
+            return
+        payload = None
+        if chunk.payload is not None:
+            by_unit = dict(zip(chunk.units, chunk.payload, strict=True))
+            payload = tuple(by_unit[u] for u in units)
+        self.retry.append(self._make(tuple(units), attempt, payload))
+
+    def _make(self, units: tuple[str, ...], attempt: int, payload: Optional[tuple[Any, ...]]) -> Chunk:
+        chunk = Chunk(self.next_id, units, attempt, payload)
+        self.next_id += 1
+        return chunk
+
+
+class Batch:
+    """One run of a batch: ``with Batch(...) as b: b.start(); b.run()``.
+
+    Leaving the ``with`` block stops the executor (cancelling its work
+    unless the run finished), counts what stopped workers completed,
+    writes the final status and says the summary once.  SIGTERM stops the
+    run like Ctrl-C while it is inside the block.
+
+    Args:
+        plan: the missing units.
+        job: what the workers run; its stores are read to settle chunks
+            whose workers stopped or died.
+        executor: where chunks run.
+        settings: the batch's options.
+        result: filled in as the run goes (a caller keeps it when the
+            run is interrupted).
+        status_path: the status file (``None``: none is written).
+        started: ``time.monotonic()`` when the run began (planning included).
+    """
+
+    def __init__(
+        self,
+        plan: Plan,
+        job: Job,
+        executor: Executor,
+        settings: BatchSettings,
+        result: BatchResult,
+        status_path: Optional[Path],
+        started: float,
+    ) -> None:
+        self.plan = plan
+        self.job = job
+        self.executor = executor
+        self.settings = settings
+        self.result = result
+        self.started = started
+        self.in_flight: dict[int, _InFlight] = {}
+        self.done_units = 0
+        self.failed_units = 0
+        self.per_item = settings.on_event is not None
+        self.queue = _WorkQueue(plan, Chunker(settings.chunk_size, 1))
+        settled_before = plan.done_before + plan.failed_before
+        self.bar = ProgressBar(result.total, settled_before, plan.failed_before, settings.progress)
+        self.status = StatusWriter(status_path, result.total, plan.done_before, 0, executor.description)
+        self._in_main = threading.current_thread() is threading.main_thread()
+        self._previous: Union[Callable[[int, Optional[FrameType]], Any], int, None] = None
 
     # -- counts ------------------------------------------------------------
 
     @property
     def done(self) -> int:
-        return self.result.done_before + self.result.computed
+        """Units complete, before this run and now."""
+        return self.plan.done_before + self.done_units
 
     @property
     def failed(self) -> int:
-        return self.result.failed_before + self.result.failed
+        """Units failed, before this run and now."""
+        return self.plan.failed_before + self.failed_units
 
-    def emit(self, kind: str, **kw: Any) -> None:
-        hook = self.opts.on_event
+    def _emit(self, kind: str, **kw: Any) -> None:
+        hook = self.settings.on_event
         if hook is not None:
             hook(BatchEvent(kind, total=self.result.total, done=self.done, failed=self.failed, **kw))
 
-    def count(self, chunk_id: int, done: int, failed: int) -> None:
-        """Add ``done`` written and ``failed`` failed items of a chunk to the counts and the bar."""
-        if not done and not failed:
-            return
-        tally = self.tally.setdefault(chunk_id, [0, 0])
-        tally[0] += done
-        tally[1] += failed
-        self.result.computed += done
-        self.result.failed += failed
-        self.bar.advance_many(done, failed)
-
-    def settle(self, chunk_id: int, key: str, ok: bool) -> None:
-        """Count one item, once, whichever report tells of it first (per-item mode)."""
-        seen = self.counted.setdefault(chunk_id, set())
-        if key in seen:
-            return
-        seen.add(key)
-        self.count(chunk_id, 1 if ok else 0, 0 if ok else 1)
-        self.emit('item', key=key, ok=ok, chunk_id=chunk_id)
-
-    def progress(self, chunk_id: int, done: Sequence[str], failed: Sequence[str]) -> None:
-        """Items of a chunk in flight finished (provisional until its report)."""
-        if self.per_item:
-            for key in done:
-                self.settle(chunk_id, key, True)
-            for key in failed:
-                self.settle(chunk_id, key, False)
+    def _settle(
+        self,
+        state: _InFlight,
+        done: Sequence[str],
+        failed: Sequence[str],
+        items: Optional[Sequence[Sequence[str]]] = None,
+    ) -> None:
+        """Count the units of ``done`` and ``failed`` not heard of before: each unit is counted once."""
+        heard = state.heard
+        fresh = [u for u in done if u not in heard]
+        if items is None:
+            n_items = len(fresh)
         else:
-            self.count(chunk_id, len(done), len(failed))
+            n_items = sum(len(i) for u, i in zip(done, items, strict=True) if u not in heard)
+        lost = [u for u in failed if u not in heard]
+        if not fresh and not lost:
+            return
+        heard.update(fresh)
+        heard.update(lost)
+        self.result.computed += n_items
+        self.result.failed += len(lost)
+        self.bar.advance_many(len(fresh), len(lost))
+        if not self.per_item:
+            self.done_units += len(fresh)
+            self.failed_units += len(lost)
+            return
+        # One event per unit, each with the counts as of that unit.
+        chunk_id = state.chunk.id
+        for unit in fresh:
+            self.done_units += 1
+            self._emit('item', key=unit, ok=True, chunk_id=chunk_id)
+        for unit in lost:
+            self.failed_units += 1
+            self._emit('item', key=unit, ok=False, chunk_id=chunk_id)
 
-    def final(self, chunk_id: int, done: Sequence[str], failed: Sequence[str]) -> None:
-        """Settle a chunk's counts: ``done`` and ``failed`` are all its finished items."""
-        if self.per_item:
-            self.progress(chunk_id, done, failed)
-        else:
-            # The report is the authority; item messages only ran ahead.
-            counted = self.tally.get(chunk_id, (0, 0))
-            self.count(chunk_id, len(done) - counted[0], len(failed) - counted[1])
-        self.tally.pop(chunk_id, None)
-        self.counted.pop(chunk_id, None)
+    def _settle_from_stores(self, state: _InFlight) -> list[str]:
+        """Settle the units of a stopped chunk that were not heard of from what the stores hold.
 
-    # -- chunks ------------------------------------------------------------
+        Returns:
+            The units neither stored nor failed, in chunk order.
+        """
+        delegate, failures = self.job.delegate, self.job.failures
+        done, failed, unfinished = [], [], []
+        for unit in state.chunk.units:
+            if unit in state.heard:
+                continue
+            if delegate.exists(unit):
+                done.append(unit)
+            elif failures.exists(unit):
+                failed.append(unit)
+            else:
+                unfinished.append(unit)
+        self._settle(state, done, failed)
+        return unfinished
 
-    def make_chunk(self, keys: tuple[str, ...], attempt: int, payload: Optional[tuple[Any, ...]] = None) -> Chunk:
-        if payload is None and self.units is not None:
-            payload = tuple(self.units.get(k, k) for k in keys)
-        chunk = Chunk(self.next_id, keys, attempt, payload)
-        self.next_id += 1
-        return chunk
+    # -- the run -----------------------------------------------------------
 
-    def next_chunk(self) -> Optional[Chunk]:
-        if self.retry:
-            return self.retry.popleft()
-        remaining = len(self.missing) - self.next_index
-        size = self.chunker.next_size(remaining)
-        if size <= 0:
-            return None
-        keys = tuple(self.missing[self.next_index : self.next_index + size])
-        self.next_index += size
-        return self.make_chunk(keys, 0)
+    def __enter__(self) -> 'Batch':
+        if self._in_main:
+            self._previous = signal.signal(signal.SIGTERM, _on_sigterm)
+        return self
 
-    def top_up(self) -> None:
-        capacity = max(1, self.result.workers) * PREFETCH
-        while len(self.in_flight) < capacity:
-            chunk = self.next_chunk()
+    def start(self) -> int:
+        """Start the executor; returns (and records) how many workers it really uses."""
+        settings, plan = self.settings, self.plan
+        jobs = -(-len(plan.missing) // settings.chunk_size) if settings.chunk_size else len(plan.missing)
+        workers = self.executor.start(self.job, settings.workers, limit=jobs)
+        self.result.workers = workers
+        self.queue.chunker = Chunker(settings.chunk_size, workers)
+        self.status.data.update(workers=workers, executor=self.executor.description)
+        logger.info(
+            'computing %d of %d items with %s (%d done before, %d failed before)',
+            len(plan.missing),
+            self.result.total,
+            self.executor.description,
+            plan.done_before,
+            plan.failed_before,
+        )
+        return workers
+
+    def run(self) -> None:
+        """Feed the executor and count its reports until every unit is settled."""
+        self._emit('start')
+        self.status.update(self.done, self.failed, force=True)
+        while True:
+            self._dispatch()
+            if not self.in_flight:
+                return
+            for report in self.executor.reports(timeout=0.5):
+                if isinstance(report, ChunkReport):
+                    self._on_report(report)
+                    break  # dispatch before reading on
+                self._on_progress(report)
+            self.status.update(self.done, self.failed)
+
+    def _dispatch(self) -> None:
+        # At least one chunk in flight, whatever the executor says, so the
+        # batch never stalls with work left.
+        while self.executor.free_slots() > 0 or not self.in_flight:
+            chunk = self.queue.next_chunk()
             if chunk is None:
                 return
-            self.in_flight[chunk.id] = chunk
+            self.in_flight[chunk.id] = _InFlight(chunk)
             self.result.chunks += 1
             self.executor.submit(chunk)
-            self.emit('submit', chunk_id=chunk.id, size=len(chunk.keys))
+            self._emit('submit', chunk_id=chunk.id, size=len(chunk.units))
 
-    def resubmit(self, chunk: Chunk, keys: list[str], attempt: int) -> None:
-        if not keys:
-            return
-        payload = None
-        if chunk.payload is not None:
-            by_key = dict(zip(chunk.keys, chunk.payload, strict=True))
-            payload = tuple(by_key[k] for k in keys)
-        self.retry.append(self.make_chunk(tuple(keys), attempt, payload))
+    def _on_progress(self, msg: Report) -> None:
+        state = self.in_flight.get(msg.chunk_id)
+        if state is None:
+            return  # a late message about a chunk already settled
+        if isinstance(msg, Progress):
+            self._settle(state, msg.done, msg.failed, msg.items)
+        elif isinstance(msg, ItemEvent):
+            self._settle(state, (msg.key,) if msg.ok else (), () if msg.ok else (msg.key,))
 
-    def on_report(self, report: ChunkReport) -> None:
-        chunk = self.in_flight.pop(report.chunk_id, None)
-        if chunk is None:
+    def _on_report(self, report: ChunkReport) -> None:
+        state = self.in_flight.pop(report.chunk_id, None)
+        if state is None:
             logger.warning('report for unknown chunk %d ignored', report.chunk_id)
             return
+        self._settle(state, report.done, report.failed, report.items)
+        chunk = state.chunk
         if report.lost:
-            self.on_lost(chunk, report)
+            self._on_lost(state, report)
         else:
-            self.final(chunk.id, report.done, report.failed)
-            settled = len(report.done) + len(report.failed)
             elapsed = report.extra.get('elapsed')
-            if isinstance(elapsed, (int, float)) and settled:
-                self.chunker.observe(settled, float(elapsed))
-            if settled < len(chunk.keys):
+            if isinstance(elapsed, (int, float)) and state.heard:
+                self.queue.chunker.observe(len(state.heard), float(elapsed))
+            if len(state.heard) < len(chunk.units):
                 # Cut short on purpose (a worker recycled for memory or
                 # its item cap): the rest goes on, not counted as a death.
-                finished = set(report.done) | set(report.failed)
-                self.resubmit(chunk, [k for k in chunk.keys if k not in finished], chunk.attempt)
-            self.emit('chunk', chunk_id=chunk.id, size=len(chunk.keys))
+                self.queue.requeue(chunk, [u for u in chunk.units if u not in state.heard], chunk.attempt)
+            self._emit('chunk', chunk_id=chunk.id, size=len(chunk.units))
         self.status.update(self.done, self.failed)
 
-    def on_lost(self, chunk: Chunk, report: ChunkReport) -> None:
+    def _on_lost(self, state: _InFlight, report: ChunkReport) -> None:
         self.result.lost += 1
-        finished = set(report.done) | set(report.failed)
-        delegate, failures = self.job.delegate, self.job.failures
-        done, failed = list(report.done), list(report.failed)
-        unfinished = []
-        for key in chunk.keys:
-            if key in finished:
-                continue
-            # Items the worker finished but did not report (or whose item
-            # messages died with it): what the stores hold decides.
-            if delegate.exists(key):
-                done.append(key)
-            elif failures.exists(key):
-                failed.append(key)
-            else:
-                unfinished.append(key)
-        self.final(chunk.id, done, failed)
-        reason = report.reason or 'worker lost'
+        chunk = state.chunk
+        # Units the worker finished but did not announce: the stores decide.
+        unfinished = self._settle_from_stores(state)
         if not unfinished:
             return
         culprit, rest = unfinished[0], unfinished[1:]
+        reason = report.reason or 'worker lost'
+        max_retries = self.settings.max_retries
         logger.warning(
             'worker %s died on key %r (%s); attempt %d of %d',
             report.worker or '?',
             culprit,
             reason,
             chunk.attempt + 1,
-            self.opts.max_retries + 1,
+            max_retries + 1,
         )
-        self.emit('lost', key=culprit, chunk_id=chunk.id, size=len(chunk.keys), message=reason)
-        if chunk.attempt >= self.opts.max_retries and len(chunk.keys) == 1:
+        self._emit('lost', key=culprit, chunk_id=chunk.id, size=len(chunk.units), message=reason)
+        if chunk.attempt >= max_retries and len(chunk.units) == 1:
             pid = report.extra.get('pid', 0)
             record = FailureRecord(
                 key=culprit,
-                error_type='WorkerDied',
+                error_type=report.error_type,
                 message=f'the worker died while computing key {culprit!r}: {reason}',
                 worker=report.worker,
                 pid=pid if isinstance(pid, int) else 0,
                 time=utc_now(),
                 attempts=chunk.attempt + 1,
             )
-            try:
-                failures.dump(culprit, record)
-            except Exception as exc:
-                logger.error('cannot record failure of %r in %r: %s', culprit, failures, exc)
-            self.final(chunk.id, (), (culprit,))
+            record_failure(self.job.failures, record)
+            self._settle(state, (), (culprit,))
         else:
-            self.resubmit(chunk, [culprit], chunk.attempt + 1)
+            self.queue.requeue(chunk, [culprit], chunk.attempt + 1)
         # The others were innocent bystanders: same attempt count.
-        self.resubmit(chunk, rest, chunk.attempt)
+        self.queue.requeue(chunk, rest, chunk.attempt)
 
-    def reconcile(self) -> None:
-        """Settle the chunks still in flight from what the stores hold.
-
-        After the workers stopped early (Ctrl-C, a crash), items they
-        finished may not have been reported: item messages are sent in
-        batches, and a stopped worker's last batch dies with it.
-        """
-        delegate, failures = self.job.delegate, self.job.failures
-        for chunk in list(self.in_flight.values()):
-            done, failed = [], []
-            for key in chunk.keys:
-                if delegate.exists(key):
-                    done.append(key)
-                elif failures.exists(key):
-                    failed.append(key)
-            self.final(chunk.id, done, failed)
-        self.in_flight.clear()
-
-    def on_items(self, event: Union[ItemEvent, ItemBatch]) -> None:
-        if event.chunk_id not in self.in_flight:
-            return
-        if isinstance(event, ItemBatch):
-            self.progress(event.chunk_id, event.done, event.failed)
-        elif event.ok:
-            self.progress(event.chunk_id, (event.key,), ())
-        else:
-            self.progress(event.chunk_id, (), (event.key,))
-
-    # -- the loop ----------------------------------------------------------
-
-    def loop(self) -> None:
-        self.emit('start')
-        self.status.update(self.done, self.failed, force=True)
-        while True:
-            self.top_up()
-            if not self.in_flight:
-                return
-            for report in self.executor.reports(timeout=0.5):
-                if isinstance(report, ChunkReport):
-                    self.on_report(report)
-                    break  # top up before reading on
-                self.on_items(report)
-            self.status.update(self.done, self.failed)
-
-
-def _summary_line(result: BatchResult) -> str:
-    return f'stashworks: {result}'
-
-
-def run_batch(
-    work: Iterable[tuple[str, Any]],
-    job: Job,
-    executor_factory: Callable[[int], Executor],
-    opts: BatchOptions,
-    workers: Callable[[int], int],
-    result: Optional[BatchResult] = None,
-) -> BatchResult:
-    """Run a batch for the missing keys of ``work``.
-
-    Args:
-        work: ``(key, unit)`` pairs (``unit`` ``None`` when the key is the
-            work), streamed once.
-        job: what the workers run; ``job.delegate`` and ``job.failures``
-            are listed once each to find what is missing.
-        executor_factory: builds the executor, given the worker count.
-        opts: the batch's options.
-        workers: resolves the worker count from the number of missing keys.
-        result: filled in as the run goes (so a caller keeps it when the
-            run is interrupted); a new one by default.
-
-    Returns:
-        What the run did.
-
-    Raises:
-        KeyboardInterrupt: on Ctrl-C or SIGTERM, after the workers stopped
-            and the status was written.
-        BatchError: the batch cannot run (an executor that cannot start...).
-    """
-    started = time.monotonic()
-    missing, units, done_before, failed_before = scan(work, job.delegate.keys(), job.failures.keys())
-    if result is None:
-        result = BatchResult()
-    result.total = done_before + failed_before + len(missing)
-    result.done_before = done_before
-    result.failed_before = failed_before
-    if not missing:
-        result.elapsed = time.monotonic() - started
-        logger.debug('nothing to compute: %s', result)
-        return result
-    result.workers = workers(len(missing))
-    executor = executor_factory(result.workers)
-    run = _Run(job, executor, missing, units, result, opts)
-    in_main = threading.current_thread() is threading.main_thread()
-    previous: Union[Callable[[int, Optional[FrameType]], Any], int, None] = None
-    if in_main:
-        previous = signal.signal(signal.SIGTERM, _on_sigterm)
-    state = 'crashed'
-    try:
-        try:
-            executor.start(job, result.workers)
-            run.status.data['executor'] = executor.description
-            logger.info(
-                'computing %d of %d items with %s (%d done before, %d failed before)',
-                len(missing),
-                result.total,
-                executor.description,
-                done_before,
-                failed_before,
-            )
-            run.loop()
-        except ExecutorError as exc:
-            raise BatchError(f'the batch for {job.delegate!r} could not go on: {exc}') from exc
-        except KeyboardInterrupt:
-            state = 'interrupted'
-            result.interrupted = True
-            raise
-        else:
+    def __exit__(self, exc_type: object, exc: Optional[BaseException], tb: object) -> None:
+        if exc is None:
             state = 'finished'
-        finally:
-            if in_main:
+        elif isinstance(exc, KeyboardInterrupt):
+            state = 'interrupted'
+            self.result.interrupted = True
+        else:
+            state = 'crashed'
+        try:
+            if self._in_main:
                 # No second SIGTERM mid-shutdown: the workers must be reaped.
                 signal.signal(signal.SIGTERM, signal.SIG_IGN)
-            executor.shutdown(cancel=state != 'finished')
+            self.executor.shutdown(cancel=state != 'finished')
             if state != 'finished':
                 try:
-                    run.reconcile()
-                except Exception as exc:
-                    logger.error('cannot count the items finished before the stop: %s', exc)
-    finally:
-        if in_main:
-            signal.signal(signal.SIGTERM, previous if previous is not None else signal.SIG_DFL)
-        result.elapsed = time.monotonic() - started
-        run.status.update(run.done, run.failed, state=state, force=True)
-        summary = _summary_line(result)
+                    # Stopped workers' last units were never announced.
+                    for flight in self.in_flight.values():
+                        self._settle_from_stores(flight)
+                    self.in_flight.clear()
+                except Exception as reconcile_exc:
+                    logger.error('cannot count the items finished before the stop: %s', reconcile_exc)
+        finally:
+            if self._in_main:
+                signal.signal(signal.SIGTERM, self._previous if self._previous is not None else signal.SIG_DFL)
+            self._summarise(state)
+        if isinstance(exc, ExecutorError):
+            raise BatchError(f'the batch for {self.job.delegate!r} could not go on: {exc}') from exc
+
+    def _summarise(self, state: str) -> None:
+        result = self.result
+        result.elapsed = time.monotonic() - self.started
+        self.status.update(self.done, self.failed, state=state, force=True)
+        summary = f'stashworks: {result}'
         # After a finished run the bar prints the summary under itself;
         # otherwise the warning or error below carries it (a warning shows
         # even where logging is not configured), so it is said once.
-        run.bar.close(summary if state == 'finished' else '')
+        self.bar.close(summary if state == 'finished' else '')
         if state == 'finished':
             logger.info('%s', summary)
-            run.emit('finish', result=result)
+            self._emit('finish', result=result)
         elif state == 'interrupted':
             logger.warning(
-                '%s. Every completed item is saved; run the batch again to compute the %d missing items. '
-                'Status: %s',
+                '%s. Every completed item is saved; run the batch again to compute the %d missing items. Status: %s',
                 summary,
                 result.missing,
-                opts.status_path or '(none)',
+                self.status.path or '(none)',
             )
-            run.emit('interrupted', result=result)
+            self._emit('interrupted', result=result)
         else:
             logger.error('batch crashed after %s', summary)
-    return result
-
-
-def iter_pairs(keys: Iterable[str]) -> Iterator[tuple[str, Any]]:
-    """``(key, None)`` for each key: work whose keys are the units."""
-    for key in keys:
-        yield key, None

@@ -7,6 +7,9 @@ an automatic size, the first chunks are small; the time per item measured
 from their reports then sizes later chunks to take about
 :attr:`Chunker.target` seconds each, never more than a share of what is
 left (``remaining / (workers * 4)``), so chunks shrink towards the end.
+Only ``2 * workers`` small chunks are cut before the first timing: an
+executor with room for many chunks at once gets the share-bound size for
+the rest.
 """
 
 from __future__ import annotations
@@ -33,6 +36,7 @@ class Chunker:
         self.first = first
         #: seconds per item, a moving average of what the reports said
         self.per_item: float | None = None
+        self._probes = 0
 
     @property
     def automatic(self) -> bool:
@@ -55,6 +59,9 @@ class Chunker:
             return min(self.chunk_size, remaining)
         bound = max(1, remaining // (self.workers * 4))
         if self.per_item is None:
+            if self._probes >= 2 * self.workers:
+                return bound
+            self._probes += 1
             return min(self.first, bound)
         wanted = int(self.target / self.per_item) if self.per_item > 0 else bound
         return max(1, min(wanted, bound))

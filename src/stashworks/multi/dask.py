@@ -38,7 +38,6 @@ is where the chunks run, and what that requires:
 from __future__ import annotations
 
 import hashlib
-import inspect
 import itertools
 import logging
 import os
@@ -50,13 +49,15 @@ import time
 import uuid
 from collections import deque
 from pathlib import Path
-from typing import TYPE_CHECKING, Any, Callable, Iterator, Optional, Union
+from typing import Any, Callable, Iterator, Optional, Union
 
 import dill
 
 from .._atomic import TEMP_PREFIX, TEMP_SUFFIX
-from ..errors import BatchError
-from .executor import Chunk, ChunkReport, Executor, ExecutorError, Report
+from .executor import Executor
+from .job import Job, dump_job, load_job
+from .wire import Chunk, ChunkReport, ExecutorError, Report
+from .workers import resolve_workers
 
 try:
     import distributed
@@ -67,9 +68,6 @@ except ImportError as _missing:  # the optional 'dask' extra is not installed
     _IMPORT_ERROR: Optional[ImportError] = _missing
 else:
     _IMPORT_ERROR = None
-
-if TYPE_CHECKING:
-    from .job import Job
 
 __all__ = ['DaskExecutor', 'ClusterError', 'INSTALL_HINT']
 
@@ -85,7 +83,7 @@ _CANCEL_POLL = 0.2
 _THREADS_POLL = 1.0
 
 
-class ClusterError(BatchError, ExecutorError):
+class ClusterError(ExecutorError):
     """The Dask cluster cannot run the batch.
 
     Raised when the scheduler cannot be reached, has no workers, when a
@@ -123,8 +121,7 @@ class _JobPlugin(WorkerPlugin):
     def __init__(self, name: str, job_bytes: bytes) -> None:
         self.name = name
         self.job_bytes = job_bytes
-        self._job: Any = None
-        self._stoppable = False
+        self._job: Optional[Job] = None
         self._lock = threading.Lock()
 
     def __getstate__(self) -> dict[str, Any]:
@@ -137,24 +134,18 @@ class _JobPlugin(WorkerPlugin):
         # Drop the loaded job (it may hold a large model) when the batch ends.
         self._job = None
 
-    def job(self, where: str) -> tuple[Any, bool]:
-        """The loaded job, and whether its ``run_chunk`` takes ``should_stop``."""
+    def job(self, where: str) -> Job:
+        """The loaded job (loaded on first use)."""
         with self._lock:
             if self._job is None:
                 try:
-                    job = dill.loads(self.job_bytes)
+                    self._job = load_job(self.job_bytes)
                 except Exception as exc:
                     raise _JobLoadError(
                         f'cannot load the batch job on worker {where}: {type(exc).__name__}: {exc} '
                         '(is every module the job uses installed on the workers?)'
                     ) from exc
-                try:
-                    params = inspect.signature(job.run_chunk).parameters
-                except (TypeError, ValueError):
-                    params = {}  # type: ignore[assignment]
-                self._stoppable = 'should_stop' in params
-                self._job = job
-            return self._job, self._stoppable
+            return self._job
 
 
 def _cancel_check(worker: Any, key: Any) -> Callable[[], bool]:
@@ -187,11 +178,9 @@ def _run_chunk(plugin_name: str, chunk_bytes: bytes) -> ChunkReport:
     plugin = worker.plugins.get(plugin_name)
     if not isinstance(plugin, _JobPlugin):
         raise _JobLoadError(f'the batch job {plugin_name} is not installed on worker {worker.address}')
-    job, stoppable = plugin.job(worker.address)
+    job = plugin.job(worker.address)
     chunk = dill.loads(chunk_bytes)
-    if stoppable:
-        return job.run_chunk(chunk, None, should_stop=_cancel_check(worker, worker.get_current_task()))
-    return job.run_chunk(chunk, None)
+    return job.run_chunk(chunk, should_stop=_cancel_check(worker, worker.get_current_task()))
 
 
 def _probe_shared_paths(probes: list[tuple[str, str, str]]) -> list[str]:
@@ -252,8 +241,6 @@ class DaskExecutor(Executor):
         TypeError: if ``client`` is neither a client nor an address.
     """
 
-    item_events = False
-
     def __init__(
         self,
         client: Union['distributed.Client', str],
@@ -276,7 +263,6 @@ class DaskExecutor(Executor):
         self.backlog = backlog
         self.check_paths = check_paths
         self.timeout = timeout
-        self._early_client: Optional[distributed.Client] = None
         self._reset()
 
     def _reset(self) -> None:
@@ -289,6 +275,9 @@ class DaskExecutor(Executor):
         self._counter = itertools.count()
         self._threads = 0
         self._threads_read = 0.0
+        #: most chunks running at once when the batch asked for fewer
+        #: workers than the cluster has threads (``None``: all of them)
+        self._cap: Optional[int] = None
         self._cancelling = False
         self._started = False
         self._description = ''
@@ -318,31 +307,16 @@ class DaskExecutor(Executor):
 
     # -- Executor ----------------------------------------------------------
 
-    def capacity(self) -> Optional[int]:
-        """The cluster's thread count (connecting to the scheduler if needed).
-
-        Raises:
-            ClusterError: the scheduler cannot be reached.
-        """
-        client = self._user_client
-        if client is None:
-            if self._early_client is None:
-                self._early_client = self._open_client()
-            client = self._early_client
-        try:
-            threads = sum(client.nthreads().values())
-        except Exception as exc:
-            logger.debug('cannot read the thread count of %s: %s', self.description, exc)
-            return None
-        return threads or None
-
-    def start(self, job: 'Job', workers: int) -> None:
+    def start(self, job: Job, workers: Union[int, float] = 0, limit: Optional[int] = None) -> int:
         """Connect, check the shared paths and install ``job`` on every worker.
 
-        The cluster's size decides how many chunks run at once; a
-        ``workers`` smaller than the cluster's thread count is logged as a
-        warning, since the batch keeps only about two chunks per worker in
-        flight.
+        ``workers`` is read against the cluster's threads (``0``: all of
+        them, as many as there are at each dispatch); an explicit count
+        smaller than the cluster is a cap on the chunks running at once,
+        logged as a warning.
+
+        Returns:
+            The cluster's threads now, or the cap (never more than ``limit``).
 
         Raises:
             ClusterError: the scheduler cannot be reached or has no worker,
@@ -368,16 +342,18 @@ class DaskExecutor(Executor):
         address = client.scheduler.address
         self._description = f'Dask cluster at {address} ({len(nthreads)} workers, {self._threads} threads)'
         logger.info('running on %s', self._description)
-        if 0 < workers < self._threads:
-            # The batch keeps about two chunks per worker in flight and sizes
-            # them for ``workers``: fewer than the cluster's threads idles some.
+        size = resolve_workers(workers, jobs=limit, cpus=max(1, self._threads))
+        explicit = resolve_workers(workers, cpus=max(1, self._threads))
+        if not (isinstance(workers, int) and workers == 0) and explicit < self._threads:
+            # Asked for fewer than the cluster has: honour it, and say so.
+            self._cap = explicit
             logger.warning(
-                'the batch is sized for %d workers but %s has %d threads; pass workers=%d to use them all',
-                workers,
+                'the batch runs at most %d chunks at once but %s has %d threads; pass workers=0 to use them all',
+                explicit,
                 self._description,
                 self._threads,
-                self._threads,
             )
+        return size
 
     def submit(self, chunk: Chunk) -> None:
         if not self._started:
@@ -433,10 +409,7 @@ class DaskExecutor(Executor):
                 raise ClusterError(f'the Dask client given to DaskExecutor is {self._user_client.status}')
             self._client = self._user_client
             return self._client
-        # capacity() may have connected already: use that client.
-        client, self._early_client = self._early_client, None
-        if client is None:
-            client = self._open_client()
+        client = self._open_client()
         self._client, self._own_client = client, True
         return client
 
@@ -498,11 +471,11 @@ class DaskExecutor(Executor):
                 + ('\n' + hint.strip() if hint else '')
             )
 
-    def _install(self, client: 'distributed.Client', job: 'Job') -> None:
+    def _install(self, client: 'distributed.Client', job: Job) -> None:
         try:
-            job_bytes = dill.dumps(job, protocol=pickle.HIGHEST_PROTOCOL, recurse=True)
-        except Exception as exc:
-            raise ClusterError(f'cannot serialize the batch job {job!r} for the Dask workers: {exc}') from exc
+            job_bytes = dump_job(job, 'the Dask workers')
+        except ExecutorError as exc:
+            raise ClusterError(str(exc)) from exc.__cause__
         digest = hashlib.sha256(job_bytes).hexdigest()
         # The digest names the job; the suffix keeps two batches with the
         # same job on one cluster from removing each other's plugin.
@@ -529,7 +502,14 @@ class DaskExecutor(Executor):
 
     # -- running -----------------------------------------------------------
 
-    def _capacity(self) -> int:
+    def free_slots(self) -> int:
+        """One chunk per cluster thread (read again every second, so a cluster that grows is used), plus ``backlog``."""
+        if not self._started:
+            return 0
+        return max(0, self._room() - len(self._running) - len(self._pending))
+
+    def _room(self) -> int:
+        """How many chunks may be on the cluster at once now."""
         if self.backlog is None:
             return sys.maxsize
         now = time.monotonic()
@@ -539,15 +519,16 @@ class DaskExecutor(Executor):
             except Exception as exc:
                 logger.debug('cannot read the thread count of %s: %s', self.description, exc)
             self._threads_read = now
+        threads = self._threads if self._cap is None else min(self._cap, self._threads)
         # At least one chunk in flight, so work goes on while workers restart.
-        return max(1, self._threads) + self.backlog
+        return max(1, threads) + self.backlog
 
     def _fill(self) -> None:
         client = self._client
         if client is None:
             return
-        capacity = self._capacity()
-        while self._pending and len(self._running) < capacity:
+        room = self._room()
+        while self._pending and len(self._running) < room:
             chunk = self._pending.popleft()
             key = f'stashworks-chunk-{self._plugin_name}-{chunk.id}-{next(self._counter)}'
             # The chunk travels as bytes too: its payload may be any user

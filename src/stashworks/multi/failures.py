@@ -8,35 +8,24 @@ the command line and other tools can read them without importing the job.
 
 from __future__ import annotations
 
-import datetime as _dt
+import logging
 import os
-import socket
 import traceback as _tb
 from dataclasses import asdict, dataclass, fields
 from pathlib import Path
-from typing import Any, Iterable, Optional, Union
+from typing import Any, Iterable, Union
 
 from ..directory import DirectoryStash
 from ..errors import StashCorruptError, StashKeyError
 from ..memory import DictionaryStash
 from ..serial import JsonSerializer
 from ..stash import ReadOnlyStash, Stash
+from .layout import STATE_DIR as STATE_DIR
+from .layout import failures_dir, utc_now, worker_name
 
-__all__ = ['FailureRecord', 'FailureStash', 'ReadOnlyFailures', 'MemoryFailureStash', 'utc_now']
+__all__ = ['FailureRecord', 'FailureStash', 'ReadOnlyFailures', 'MemoryFailureStash', 'record_failure']
 
-#: Name of the directory, inside a delegate's directory, that holds the
-#: batch's own files (failures, status).
-STATE_DIR = '.stashworks'
-
-
-def worker_name(pid: int | None = None) -> str:
-    """A worker as named in reports and failure records: ``host:pid`` (this process by default)."""
-    return f'{socket.gethostname()}:{os.getpid() if pid is None else pid}'
-
-
-def utc_now() -> str:
-    """The current time as an ISO 8601 UTC string (second precision)."""
-    return _dt.datetime.now(_dt.timezone.utc).isoformat(timespec='seconds')
+logger = logging.getLogger(__name__)
 
 
 @dataclass
@@ -111,7 +100,7 @@ class FailureStash(Stash):
     @classmethod
     def beside(cls, directory: Union[str, 'os.PathLike[str]']) -> 'FailureStash':
         """The failure store of a batch whose items live in ``directory``."""
-        return cls(Path(directory) / STATE_DIR / 'failures')
+        return cls(failures_dir(directory))
 
     def load(self, key: str) -> FailureRecord:
         data = self.files.load(key)
@@ -180,6 +169,13 @@ class ReadOnlyFailures(ReadOnlyStash):
         return f'{type(self).__name__}({self.store!r})'
 
 
-def failure_count(store: Optional[Stash]) -> int:
-    """How many failures ``store`` holds (0 for none)."""
-    return 0 if store is None else len(store)
+def record_failure(store: Stash, record: FailureRecord) -> None:
+    """Write ``record`` into ``store``; a store that refuses it is logged, never raised.
+
+    The item still counts as failed; losing its record only means the
+    next run tries the key again.
+    """
+    try:
+        store.dump(record.key, record)
+    except Exception as exc:
+        logger.error('cannot record failure of %r in %r: %s (%s)', record.key, store, exc, record)

@@ -1,56 +1,111 @@
-"""Jobs: what a worker runs, shipped to each worker once.
+"""Jobs: the part of a batch that runs in a worker, shipped to each worker once.
 
-A :class:`Job` holds the delegate (where results go), the failure store
-and the code that computes an item.  In the worker,
-:meth:`Job.run_chunk` computes a chunk's keys in order, writes each
-result to the delegate itself (an atomic, idempotent write), records a
-failure for each item that raises, and returns a
-:class:`~stashworks.multi.executor.ChunkReport`.  The parent never sees
-the values.
+A :class:`Job` holds the store items go to, the failure store and the
+code that computes (the factory, or a bound ``_process`` method).  In the
+worker, :meth:`Job.run_chunk` computes a chunk's units in order, writes
+each result itself (an atomic, idempotent write), records a failure for
+each unit that raises, and returns a :class:`~stashworks.multi.wire.ChunkReport`.
+The parent never sees the values.
 """
 
 from __future__ import annotations
 
 import logging
 import os
+import pickle
 import time
 from pathlib import Path
-from typing import TYPE_CHECKING, Any, Callable, Iterable, Optional
+from typing import Any, Callable, Iterable, Optional
 
-from ..directory import DirectoryStash
-from ..stash import MISSING, Stash
-from .executor import Chunk, ChunkReport, ItemEvent
-from .failures import FailureRecord, FailureStash, worker_name
+import dill
 
-if TYPE_CHECKING:
-    from .stash import MultiProcessStash
+from ..stash import MISSING, DelegateStash, Stash
+from .failures import FailureRecord, FailureStash, record_failure
+from .layout import find_directory as find_directory
+from .layout import worker_name
+from .wire import Chunk, ChunkReport, ExecutorError
 
-__all__ = ['Job', 'FactoryJob', 'ProcessJob', 'find_directory']
+__all__ = [
+    'FactoryJob',
+    'Job',
+    'Ledger',
+    'MissingResultError',
+    'ProcessJob',
+    'buffers_writes',
+    'dump_job',
+    'load_job',
+]
 
 logger = logging.getLogger(__name__)
 
-#: ``should_stop`` callbacks: asked after each item whether the worker
+#: ``should_stop`` callbacks: asked after each unit whether the worker
 #: must leave the rest of the chunk to another worker.
 StopCheck = Callable[[], bool]
+#: ``finish(unit, ok)``: called as each unit ends; ``True`` means stop.
+Finish = Callable[[str, bool], bool]
+
+#: Longest a group of writes to a buffering store stays uncommitted, in
+#: seconds, and most units in one group.
+GROUP_SECONDS = 0.1
+GROUP_UNITS = 1000
 
 
-def find_directory(stash: Optional[Stash]) -> Optional[Path]:
-    """The directory of the first :class:`DirectoryStash` in a delegate chain.
+class Ledger:
+    """The settled units of the running chunk, for a reporter in another thread.
 
-    Follows ``delegate`` attributes (wrappers such as a cache), so the
-    batch can put its side files next to the items.
+    The job appends a unit only once its items are durable (flushed);
+    another thread may read the lists at any time (appends are atomic),
+    which costs the units nothing.
+    """
+
+    def __init__(self) -> None:
+        self.done: list[str] = []
+        self.failed: list[str] = []
+
+
+def buffers_writes(store: Optional[Stash]) -> bool:
+    """Whether ``store`` (or a store it wraps) commits its writes in groups.
+
+    A store that overrides :meth:`~stashworks.Stash.flush` buffers; the
+    delegate wrappers forward to what they wrap.
     """
     seen = 0
-    while stash is not None and seen < 32:
-        if isinstance(stash, DirectoryStash):
-            return stash.path
-        stash = getattr(stash, 'delegate', None)
+    while store is not None and seen < 32:
+        flush = type(store).flush
+        if flush is Stash.flush:
+            return False
+        if flush is not DelegateStash.flush:
+            return True
+        store = getattr(store, 'delegate', None)
         seen += 1
-    return None
+    return False
+
+
+def dump_job(job: 'Job', where: str) -> bytes:
+    """The job as bytes (dill), once for every worker.
+
+    Raises:
+        ExecutorError: something the job refers to cannot be pickled.
+    """
+    try:
+        return dill.dumps(job, protocol=pickle.HIGHEST_PROTOCOL, recurse=True)
+    except Exception as exc:
+        raise ExecutorError(
+            f'cannot send the job to {where}: {type(exc).__name__}: {exc} '
+            f'(everything the factory refers to must be picklable with dill)'
+        ) from exc
+
+
+def load_job(data: bytes) -> 'Job':
+    """The job :func:`dump_job` made (in a worker)."""
+    job = dill.loads(data)
+    if not isinstance(job, Job):
+        raise TypeError(f'expected a Job, got {type(job).__name__}')
+    return job
 
 
 class Job:
-    """The part of a batch that runs in a worker.
+    """What a worker runs for a batch.
 
     Subclasses implement :meth:`_compute_chunk`.
 
@@ -70,74 +125,113 @@ class Job:
             paths.append(self.failures.path)
         return [p for p in paths if p is not None]
 
-    @property
-    def worker_name(self) -> str:
-        """This process, as named in reports and failure records."""
-        return worker_name()
-
     def record_failure(self, key: str, exc: BaseException, attempt: int) -> None:
         """Write the failure record of ``key``; never raises for a bad store."""
-        record = FailureRecord.from_exception(key, exc, attempts=attempt + 1)
-        try:
-            self.failures.dump(key, record)
-        except Exception as store_exc:
-            # The item is still reported as failed; losing the record only
-            # means the next run tries the key again.
-            logger.error('cannot record failure of %r in %r: %s (%s)', key, self.failures, store_exc, record)
+        record_failure(self.failures, FailureRecord.from_exception(key, exc, attempts=attempt + 1))
 
     def run_chunk(
-        self,
-        chunk: Chunk,
-        on_item: Optional[Callable[[ItemEvent], None]] = None,
-        should_stop: Optional[StopCheck] = None,
-        finished: Optional[tuple[list[str], list[str]]] = None,
+        self, chunk: Chunk, should_stop: Optional[StopCheck] = None, ledger: Optional[Ledger] = None
     ) -> ChunkReport:
-        """Compute ``chunk``'s items, write them, and report.
+        """Compute ``chunk``'s units, write their items, and report.
+
+        Writes go in groups (:meth:`~stashworks.Stash.begin_group`); a unit
+        enters ``ledger`` only after its group was flushed, and at the
+        latest when the chunk ends.  A store that writes through needs no
+        flush, so its units enter the ledger at once.
 
         Args:
-            chunk: the keys to compute, in order.
-            on_item: called with an :class:`ItemEvent` as each item ends.
-            should_stop: asked after each item; when it answers ``True``
+            chunk: the units to compute, in order.
+            should_stop: asked after each unit; when it answers ``True``
                 the rest of the chunk is left undone (and unreported), for
                 the batch to send elsewhere.
-            finished: two empty lists, ``(done, failed)``, to which each
-                key is appended as its item ends: a caller can read them
-                from another thread (appends are atomic), which costs the
-                items nothing, where ``on_item`` costs a call and an event
-                per item.
+            ledger: where settled units are appended, for a reporter
+                thread to read; a fresh one by default.
 
         Returns:
-            The chunk's report; ``extra`` holds ``elapsed`` (seconds) and
-            ``stopped`` (``True`` if ``should_stop`` cut it short).
+            The chunk's report (every settled unit); ``extra`` holds
+            ``elapsed`` (seconds), ``stopped`` and ``pid``.
         """
         start = time.perf_counter()
-        done, failed = finished if finished is not None else ([], [])
+        ledger = ledger if ledger is not None else Ledger()
+        stores = (self.delegate, self.failures)
+        for store in stores:
+            store.begin_group()
+        if buffers_writes(self.delegate) or buffers_writes(self.failures):
+            finish, commit = self._grouped(chunk, ledger, should_stop)
+        else:
+            finish, commit = self._write_through(ledger, should_stop)
+        try:
+            stopped = self._compute_chunk(chunk, finish)
+        finally:
+            commit()
+        return ChunkReport(
+            chunk_id=chunk.id,
+            done=tuple(ledger.done),
+            failed=tuple(ledger.failed),
+            worker=worker_name(),
+            extra={'elapsed': time.perf_counter() - start, 'stopped': stopped, 'pid': os.getpid()},
+        )
 
-        if on_item is None and should_stop is None:
+    def _write_through(self, ledger: Ledger, should_stop: Optional[StopCheck]) -> tuple[Finish, Callable[[], None]]:
+        done, failed = ledger.done, ledger.failed
+        if should_stop is None:
 
-            def finish(key: str, ok: bool) -> bool:
-                (done if ok else failed).append(key)
+            def finish(unit: str, ok: bool) -> bool:
+                (done if ok else failed).append(unit)
                 return False
 
         else:
 
-            def finish(key: str, ok: bool) -> bool:
-                (done if ok else failed).append(key)
-                if on_item is not None:
-                    on_item(ItemEvent(chunk.id, key, ok))
-                return should_stop is not None and should_stop()
+            def finish(unit: str, ok: bool) -> bool:
+                (done if ok else failed).append(unit)
+                return should_stop()
 
-        stopped = self._compute_chunk(chunk, finish)
-        return ChunkReport(
-            chunk_id=chunk.id,
-            done=tuple(done),
-            failed=tuple(failed),
-            worker=self.worker_name,
-            extra={'elapsed': time.perf_counter() - start, 'stopped': stopped, 'pid': os.getpid()},
-        )
+        return finish, self._flush_quietly
 
-    def _compute_chunk(self, chunk: Chunk, finish: Callable[[str, bool], bool]) -> bool:
-        """Compute every item of ``chunk``, calling ``finish(key, ok)`` after each.
+    def _grouped(
+        self, chunk: Chunk, ledger: Ledger, should_stop: Optional[StopCheck]
+    ) -> tuple[Finish, Callable[[], None]]:
+        pending: list[tuple[str, bool]] = []
+        due = time.monotonic() + GROUP_SECONDS
+
+        def commit() -> None:
+            nonlocal due
+            try:
+                self.delegate.flush()
+                self.failures.flush()
+            except Exception as exc:
+                # Not durable, so not done: each unit of the group fails
+                # with the store's error and is tried again next run.
+                logger.error('cannot commit %d items to %r: %s', len(pending), self.delegate, exc)
+                for unit, ok in pending:
+                    if ok:
+                        self.record_failure(unit, exc, chunk.attempt)
+                ledger.failed.extend(unit for unit, _ in pending)
+            else:
+                for unit, ok in pending:
+                    (ledger.done if ok else ledger.failed).append(unit)
+            pending.clear()
+            due = time.monotonic() + GROUP_SECONDS
+            self.delegate.begin_group()
+            self.failures.begin_group()
+
+        def finish(unit: str, ok: bool) -> bool:
+            pending.append((unit, ok))
+            if len(pending) >= GROUP_UNITS or time.monotonic() >= due:
+                commit()
+            return should_stop is not None and should_stop()
+
+        return finish, commit
+
+    def _flush_quietly(self) -> None:
+        for store in (self.delegate, self.failures):
+            try:
+                store.flush()
+            except Exception as exc:
+                logger.error('cannot flush %r: %s', store, exc)
+
+    def _compute_chunk(self, chunk: Chunk, finish: Finish) -> bool:
+        """Compute every unit of ``chunk``, calling ``finish(unit, ok)`` after each.
 
         Returns ``True`` if it stopped early because ``finish`` said so.
         """
@@ -154,7 +248,7 @@ class Job:
 
 
 class FactoryJob(Job):
-    """Computes each key with a function (``factory.load`` or a callable).
+    """Computes each unit's one item with a function (``factory.load`` or a callable).
 
     Args:
         delegate: the stash results are written to.
@@ -166,9 +260,10 @@ class FactoryJob(Job):
         super().__init__(delegate, failures)
         self.compute = compute
 
-    def _compute_chunk(self, chunk: Chunk, finish: Callable[[str, bool], bool]) -> bool:
-        keys = chunk.keys
-        for i, key in enumerate(keys):
+    def _compute_chunk(self, chunk: Chunk, finish: Finish) -> bool:
+        units = chunk.units
+        last = len(units) - 1
+        for i, key in enumerate(units):
             try:
                 value = self.compute(key)
             except Exception as exc:
@@ -176,7 +271,7 @@ class FactoryJob(Job):
                 ok = False
             else:
                 ok = self._store(key, value, chunk.attempt)
-            if finish(key, ok) and i < len(keys) - 1:
+            if finish(key, ok) and i < last:
                 return True
         return False
 
@@ -186,26 +281,26 @@ class MissingResultError(Exception):
 
 
 class ProcessJob(Job):
-    """Runs a :class:`~stashworks.MultiProcessStash` subclass's ``_process``.
+    """Runs a chunk through a ``process(units)`` function (a stash's ``_process``).
 
-    ``_process(units)`` yields ``(key, value)`` pairs; each is written as it
-    comes.  If ``_process`` raises, the units it had not yielded yet are
-    run one at a time, so the failure lands on the unit that caused it and
-    the others still complete.
+    ``process(units)`` yields ``(key, value)`` pairs; each is written as it
+    comes.  If it raises, the units it had not yielded yet are run one at a
+    time, so the failure lands on the unit that caused it and the others
+    still complete.
 
     Args:
         delegate: the stash results are written to.
         failures: the store failure records are written to.
-        owner: the stash whose ``_process`` and ``_key_of`` run.
+        process: the bound ``_process`` method of the batch stash.
     """
 
-    def __init__(self, delegate: Stash, failures: Stash, owner: 'MultiProcessStash') -> None:
+    def __init__(self, delegate: Stash, failures: Stash, process: Callable[[list[Any]], Iterable[tuple[str, Any]]]):
         super().__init__(delegate, failures)
-        self.owner = owner
+        self.process = process
 
-    def _compute_chunk(self, chunk: Chunk, finish: Callable[[str, bool], bool]) -> bool:
-        units: Iterable[Any] = chunk.payload if chunk.payload is not None else chunk.keys
-        pending: dict[str, Any] = dict(zip(chunk.keys, units, strict=True))
+    def _compute_chunk(self, chunk: Chunk, finish: Finish) -> bool:
+        units: Iterable[Any] = chunk.payload if chunk.payload is not None else chunk.units
+        pending: dict[str, Any] = dict(zip(chunk.units, units, strict=True))
         try:
             if self._run(list(pending.values()), pending, chunk, finish):
                 return True
@@ -229,10 +324,8 @@ class ProcessJob(Job):
                 return True
         return False
 
-    def _run(
-        self, units: list[Any], pending: dict[str, Any], chunk: Chunk, finish: Callable[[str, bool], bool]
-    ) -> bool:
-        for key, value in self.owner._process(units):
+    def _run(self, units: list[Any], pending: dict[str, Any], chunk: Chunk, finish: Finish) -> bool:
+        for key, value in self.process(units):
             ok = self._store(key, value, chunk.attempt)
             if pending.pop(key, MISSING) is MISSING:
                 # An extra key the units did not announce (or one yielded

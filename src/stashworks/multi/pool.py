@@ -9,12 +9,12 @@ process sentinel, so it sees a death at once and knows which chunk that
 worker held: that chunk is reported lost, the chunks still queued at the
 worker go to others, and a fresh worker takes its place.
 
-Workers report finished items in batches, an
-:class:`~stashworks.multi.executor.ItemBatch` at most every
+Workers report settled units in batches, a
+:class:`~stashworks.multi.wire.Progress` at most every
 :data:`FLUSH_INTERVAL` seconds (so the progress bar moves within a chunk
-without one message per item), and a
-:class:`~stashworks.multi.executor.ChunkReport` at each chunk's end, always
-after the last batch of its items.  Messages travel as bytes pickled by
+without one message per item), and end each chunk with one message that
+carries only the units not sent yet: each unit crosses the pipe once.
+Messages travel as bytes pickled by
 the standard library's C pickler; dill, whose pickler is pure Python, is
 used for the job (sent once per worker) and for the rare message plain
 pickle refuses or could not send to a spawned worker (work units of a
@@ -40,17 +40,17 @@ import time
 import traceback
 from collections import deque
 from types import FrameType
-from typing import TYPE_CHECKING, Any, Iterator, Optional
+from typing import Any, Iterator, Optional, Union
 
 import dill
 import multiprocess
 from multiprocess.connection import wait
 
-from .executor import Chunk, ChunkReport, Executor, ExecutorError, ItemBatch, Report
-from .failures import worker_name
-
-if TYPE_CHECKING:
-    from .job import Job
+from .executor import Executor
+from .job import Job, Ledger, dump_job, load_job
+from .layout import worker_name
+from .wire import Chunk, ChunkReport, ExecutorError, Progress, Report
+from .workers import resolve_workers
 
 __all__ = ['LocalPoolExecutor', 'exit_reason']
 
@@ -149,17 +149,16 @@ def _memory_rss() -> int:
 
 
 class _Outbox:
-    """A worker's result pipe: whole messages, and finished items in batches.
+    """A worker's result pipe: whole messages, and settled units in batches.
 
-    The running chunk appends each finished key to a ``done`` or a
-    ``failed`` list (see :meth:`Job.run_chunk`'s ``finished``); the task
-    thread sends what was added since the last time, as one
-    ``('items', chunk_id, done, failed)`` message every ``interval``
-    seconds, and the main thread sends the rest just before the chunk's
-    report.  One message per item would cost more than a tiny item itself,
-    in the worker and in the parent; this way an item costs the worker
-    nothing but the append.  Both threads send, so a lock keeps messages
-    whole.
+    The running chunk appends each settled unit to its
+    :class:`~stashworks.multi.job.Ledger`; the task thread sends what was
+    added since the last time, as one ``('items', chunk_id, done, failed)``
+    message every ``interval`` seconds, and the main thread sends the rest
+    with the chunk's end.  One message per item would cost more than a
+    tiny item itself, in the worker and in the parent; this way an item
+    costs the worker nothing but the append.  Both threads send, so a lock
+    keeps messages whole.
     """
 
     def __init__(self, conn: Any, interval: float) -> None:
@@ -167,8 +166,7 @@ class _Outbox:
         self.interval = interval
         self._lock = threading.Lock()
         self._chunk_id = -1
-        self._done: list[str] = []
-        self._failed: list[str] = []
+        self._ledger = Ledger()
         self._sent = (0, 0)
         self._last = time.monotonic()
 
@@ -178,33 +176,40 @@ class _Outbox:
         with self._lock:
             self._conn.send_bytes(data)
 
-    def watch(self, chunk_id: int, done: list[str], failed: list[str]) -> None:
-        """Report the items appended to ``done`` and ``failed`` from now on, as chunk ``chunk_id``'s."""
+    def watch(self, chunk_id: int, ledger: Ledger) -> None:
+        """Report the units appended to ``ledger`` from now on, as chunk ``chunk_id``'s."""
         with self._lock:
-            self._chunk_id, self._done, self._failed = chunk_id, done, failed
+            self._chunk_id, self._ledger = chunk_id, ledger
             self._sent = (0, 0)
 
+    def _unsent(self) -> tuple[tuple[str, ...], tuple[str, ...]]:
+        # Read the lengths once: the main thread may append meanwhile,
+        # and what it adds past them goes in the next message.
+        done, failed = self._ledger.done, self._ledger.failed
+        sent_done, sent_failed = self._sent
+        n_done, n_failed = len(done), len(failed)
+        self._sent = (n_done, n_failed)
+        return tuple(done[sent_done:n_done]), tuple(failed[sent_failed:n_failed])
+
     def flush(self, due_only: bool = False) -> None:
-        """Send the items not sent yet (with ``due_only``, only if the interval has passed)."""
+        """Send the units not sent yet (with ``due_only``, only if the interval has passed)."""
         with self._lock:
             now = time.monotonic()
             if due_only and now - self._last < self.interval:
                 return
-            sent_done, sent_failed = self._sent
-            # Read the lengths once: the main thread may append meanwhile,
-            # and what it adds past them goes in the next message.
-            n_done, n_failed = len(self._done), len(self._failed)
-            if n_done == sent_done and n_failed == sent_failed:
+            done, failed = self._unsent()
+            if not done and not failed:
                 return
-            msg = (
-                'items',
-                self._chunk_id,
-                tuple(self._done[sent_done:n_done]),
-                tuple(self._failed[sent_failed:n_failed]),
-            )
-            self._conn.send_bytes(pickle.dumps(msg, pickle.HIGHEST_PROTOCOL))
-            self._sent = (n_done, n_failed)
+            self._conn.send_bytes(pickle.dumps(('items', self._chunk_id, done, failed), pickle.HIGHEST_PROTOCOL))
             self._last = now
+
+    def end(self, report: ChunkReport) -> None:
+        """End the chunk: the units not sent yet, and the report's other facts (not its unit lists)."""
+        with self._lock:
+            done, failed = self._unsent()
+            msg = ('end', report.chunk_id, done, failed, report.worker, report.extra)
+            self._conn.send_bytes(dumps(msg))
+            self._chunk_id = -1
 
 
 def _worker_main(
@@ -251,7 +256,7 @@ def _worker_main(
             out.flush(due_only=True)
 
     try:
-        job: Job = dill.loads(job_bytes)
+        job = load_job(job_bytes)
     except Exception:
         out.send(('error', 'could not load the job:\n' + traceback.format_exc()))
         return
@@ -259,13 +264,12 @@ def _worker_main(
     out.send(('ready', os.getpid()))
     items = 0
     retire = ''
-    done: list[str] = []
-    failed: list[str] = []
+    ledger = Ledger()
 
     def limit_reached() -> str:
         if os.getppid() != ppid:
             os._exit(ORPHAN_EXIT)
-        if max_items is not None and items + len(done) + len(failed) >= max_items:
+        if max_items is not None and items + len(ledger.done) + len(ledger.failed) >= max_items:
             return f'reached {max_items} items'
         if memory_limit is not None:
             rss = _memory_rss()
@@ -286,15 +290,12 @@ def _worker_main(
         if chunk is None:
             return
         out.send(('start', chunk.id))
-        done, failed = [], []
-        out.watch(chunk.id, done, failed)
-        report = job.run_chunk(chunk, None, stop_check, (done, failed))
-        # The chunk's items before its report: the parent then never
-        # sees an item of a chunk it has closed.
-        out.flush()
-        out.send(('report', report))
-        items += len(done) + len(failed)
-        done, failed = [], []
+        ledger = Ledger()
+        out.watch(chunk.id, ledger)
+        report = job.run_chunk(chunk, stop_check, ledger)
+        out.end(report)
+        items += len(ledger.done) + len(ledger.failed)
+        ledger = Ledger()
         retire = retire or limit_reached()
         if retire:
             out.send(('retire', retire))
@@ -314,6 +315,8 @@ class _Worker:
         #: chunks sent and not reported, oldest (the running one) first
         self.chunks: deque[Chunk] = deque()
         self.started: set[int] = set()
+        #: per chunk sent, the units already passed on as done and failed
+        self.relayed: dict[int, tuple[list[str], list[str]]] = {}
         self.ready = False
         self.retiring = ''
         self.error = ''
@@ -350,8 +353,6 @@ class LocalPoolExecutor(Executor):
         flush_interval: seconds a worker holds finished items before it
             reports them in one message.
     """
-
-    item_events = True
 
     def __init__(
         self,
@@ -393,8 +394,14 @@ class LocalPoolExecutor(Executor):
         """The process ids of the workers alive now."""
         return [w.pid for w in self._workers if w.proc.is_alive()]
 
-    def start(self, job: 'Job', workers: int) -> None:
-        """Serialize ``job`` once and start ``workers`` worker processes.
+    def start(self, job: Job, workers: Union[int, float] = 0, limit: Optional[int] = None) -> int:
+        """Serialize ``job`` once and start the worker processes.
+
+        ``workers`` is read against this process's usable CPUs and, with
+        a ``memory_limit``, the memory available now.
+
+        Returns:
+            How many worker processes run the batch.
 
         Raises:
             ExecutorError: the job cannot be serialized, or the start
@@ -404,18 +411,13 @@ class LocalPoolExecutor(Executor):
             self._ctx = multiprocess.get_context(self.start_method)
         except ValueError as exc:
             raise ExecutorError(f'unknown start method {self.start_method!r}: {exc}') from exc
-        try:
-            # Once, here: every worker gets the same bytes.
-            self._job_bytes = dill.dumps(job, recurse=True)
-        except Exception as exc:
-            raise ExecutorError(
-                f'cannot send the job to worker processes: {type(exc).__name__}: {exc} '
-                f'(everything the factory refers to must be picklable with dill)'
-            ) from exc
-        self._size = max(1, workers)
+        # Once, here: every worker gets the same bytes.
+        self._job_bytes = dump_job(job, 'worker processes')
+        self._size = resolve_workers(workers, jobs=limit, memory_per_worker=self.memory_limit)
         self._down = False
         for _ in range(self._size):
             self._spawn()
+        return self._size
 
     def _spawn(self) -> None:
         ctx = self._ctx
@@ -459,6 +461,10 @@ class LocalPoolExecutor(Executor):
         self._queue.append(chunk)
         self._outstanding += 1
 
+    def free_slots(self) -> int:
+        """``prefetch`` chunks per worker (one running, the rest queued at it), less those outstanding."""
+        return max(0, self._size * self.prefetch - self._outstanding)
+
     def _dispatch(self) -> None:
         # Level by level: every worker gets a chunk to run before any gets
         # one to queue, so few chunks never pile up on one worker.
@@ -483,6 +489,7 @@ class LocalPoolExecutor(Executor):
                     self._queue.appendleft(chunk)
                     continue
                 w.chunks.append(chunk)
+                w.relayed[chunk.id] = ([], [])
 
     def _replace_workers(self) -> None:
         live = [w for w in self._workers if not w.retiring and not w.closed]
@@ -493,19 +500,23 @@ class LocalPoolExecutor(Executor):
     def _handle(self, w: _Worker, msg: Any) -> None:
         kind = msg[0]
         if kind == 'items':
-            self._out.append(ItemBatch(msg[1], msg[2], msg[3]))
+            self._relay(w, msg[1], msg[2], msg[3])
         elif kind == 'start':
             w.started.add(msg[1])
-        elif kind == 'report':
-            report: ChunkReport = msg[1]
+        elif kind == 'end':
+            _, chunk_id, done, failed, worker, extra = msg
+            self._relay(w, chunk_id, done, failed)
+            all_done, all_failed = w.relayed.pop(chunk_id, ([], []))
             for i, chunk in enumerate(w.chunks):
-                if chunk.id == report.chunk_id:
+                if chunk.id == chunk_id:
                     del w.chunks[i]
                     break
-            w.started.discard(report.chunk_id)
+            w.started.discard(chunk_id)
             self._outstanding -= 1
             self._start_failures = 0
-            self._out.append(report)
+            # The full lists for the record; the engine counts each unit
+            # once, from the Progress that passed it on.
+            self._out.append(ChunkReport(chunk_id, tuple(all_done), tuple(all_failed), worker=worker, extra=extra))
         elif kind == 'ready':
             w.ready = True
         elif kind == 'retire':
@@ -513,6 +524,15 @@ class LocalPoolExecutor(Executor):
             logger.info('replacing worker %d: %s', w.pid, msg[1])
         elif kind == 'error':
             w.error = msg[1]
+
+    def _relay(self, w: _Worker, chunk_id: int, done: tuple[str, ...], failed: tuple[str, ...]) -> None:
+        if not done and not failed:
+            return
+        relayed = w.relayed.get(chunk_id)
+        if relayed is not None:
+            relayed[0].extend(done)
+            relayed[1].extend(failed)
+        self._out.append(Progress(chunk_id, done, failed))
 
     def _drain(self, w: _Worker) -> None:
         """Read every message the worker has sent so far."""
@@ -554,11 +574,14 @@ class LocalPoolExecutor(Executor):
                 )
         requeue: list[Chunk] = []
         for chunk in w.chunks:
+            done, failed = w.relayed.pop(chunk.id, ([], []))
             if chunk.id in w.started:
                 self._outstanding -= 1
                 self._out.append(
                     ChunkReport(
                         chunk_id=chunk.id,
+                        done=tuple(done),
+                        failed=tuple(failed),
                         lost=True,
                         reason=reason,
                         worker=worker_name(w.pid),

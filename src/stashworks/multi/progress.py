@@ -1,7 +1,7 @@
 """Batch events and the progress bar that shows them.
 
 Every batch emits :class:`BatchEvent` s in the parent process: one at the
-start, one per item (as soon as the executor reports it), one per chunk
+start, one per item (as soon as the engine hears of it), one per chunk
 sent or finished, one per worker death, and one at the end.  Item events
 are made only when an ``on_event`` hook is set; the tqdm bar counts items
 in batches.
@@ -83,16 +83,12 @@ class ProgressBar:
             )
             self._bar.set_postfix(failed=failed, refresh=False)
 
-    def advance(self, ok: bool) -> None:
-        """One more item settled."""
-        self.advance_many(1 if ok else 0, 0 if ok else 1)
-
     def advance_many(self, done: int, failed: int) -> None:
         """``done`` more items written and ``failed`` more failed.
 
         One call per batch of items, not per item: tqdm's bookkeeping per
         call is not free, and with tiny items the parent's time competes
-        with the workers'.  A negative figure corrects an earlier count.
+        with the workers'.
         """
         if self._bar is None:
             return

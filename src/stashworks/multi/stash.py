@@ -15,31 +15,29 @@ is complete.
 from __future__ import annotations
 
 import logging
-import math
 import os
+import time
 from pathlib import Path
 from typing import Any, Callable, Iterable, Iterator, Optional, Union
 
-from ..directory import DirectoryStash
 from ..errors import BatchError
 from ..stash import PrimablePreemptiveStash, Stash, check_key
-from .batch import BatchOptions, BatchResult, iter_pairs, run_batch
+from .batch import Batch, BatchResult, prepare_output
 from .executor import Executor
 from .failures import FailureStash, MemoryFailureStash, ReadOnlyFailures
-from .job import FactoryJob, Job, ProcessJob, find_directory
+from .job import FactoryJob, Job, ProcessJob
+from .layout import find_directory, status_path
+from .plan import iter_pairs, plan_batch
+from .pool import LocalPoolExecutor
 from .progress import EventHook
 from .serial import SerialExecutor
-from .status import status_path
-from .workers import parse_memory, resolve_workers
+from .settings import BatchSettings
 
 __all__ = ['MultiProcessStash', 'MultiProcessFactoryStash']
 
 logger = logging.getLogger(__name__)
 
 KeySource = Union[Iterable[str], Callable[[], Iterable[str]]]
-
-# Attributes that belong to the parent's run, never shipped to workers.
-_LOCAL_STATE = ('executor', 'on_event', 'last_result', '_priming', '_failure_store')
 
 
 class MultiProcessStash(PrimablePreemptiveStash):
@@ -92,25 +90,21 @@ class MultiProcessStash(PrimablePreemptiveStash):
         state_dir: Union[str, 'os.PathLike[str]', None] = None,
     ) -> None:
         super().__init__(delegate)
-        resolve_workers(workers, cpus=1)  # validates early
-        if not isinstance(chunk_size, int) or chunk_size < 0:
-            raise ValueError(f'chunk_size must be an int >= 0 (0 for automatic), not {chunk_size!r}')
-        if max_retries < 0:
-            raise ValueError(f'max_retries must be >= 0, not {max_retries}')
-        if max_items_per_worker is not None and max_items_per_worker < 1:
-            raise ValueError(f'max_items_per_worker must be >= 1, not {max_items_per_worker}')
-        if isinstance(executor, str) and executor not in ('local', 'serial'):
-            raise ValueError(f"executor must be an Executor, 'local' or 'serial', not {executor!r}")
-        self.workers = workers
-        self.chunk_size = chunk_size
-        self.executor = executor
-        self.progress = progress
-        self.on_event = on_event
-        self.max_retries = max_retries
-        self.memory_limit = parse_memory(memory_limit)
-        self.max_items_per_worker = max_items_per_worker
-        self.start_method = start_method
-        directory = Path(state_dir) if state_dir is not None else find_directory(delegate)
+        #: the batch's options, validated
+        self.settings = BatchSettings(
+            workers=workers,
+            chunk_size=chunk_size,
+            executor=executor,
+            progress=progress,
+            on_event=on_event,
+            max_retries=max_retries,
+            memory_limit=memory_limit,
+            max_items_per_worker=max_items_per_worker,
+            start_method=start_method,
+            state_dir=state_dir,
+        )
+        directory = self.settings.state_path or find_directory(delegate)
+        #: where the batch keeps ``.stashworks/`` (``None``: in memory)
         self.state_dir: Optional[Path] = directory
         self._failure_store: Stash = FailureStash.beside(directory) if directory is not None else MemoryFailureStash()
         #: what the last :meth:`prime` did (``None`` before the first)
@@ -148,7 +142,9 @@ class MultiProcessStash(PrimablePreemptiveStash):
             yield key, None if unit is key else unit
 
     def _make_job(self) -> Job:
-        return ProcessJob(self._raw_delegate(), self._failure_store, self)
+        # The bound method travels to the workers (with this stash, minus
+        # what belongs to the parent's run: see __getstate__).
+        return ProcessJob(self._raw_delegate(), self._failure_store, self._process)
 
     def _raw_delegate(self) -> Stash:
         if self.delegate is None:
@@ -167,43 +163,17 @@ class MultiProcessStash(PrimablePreemptiveStash):
         """The batch's status file, or ``None`` for a delegate with no directory."""
         return status_path(self.state_dir) if self.state_dir is not None else None
 
-    def _executor(self, workers: int) -> Executor:
-        if isinstance(self.executor, Executor):
-            return self.executor
-        if self.executor == 'serial':
+    def _make_executor(self) -> Executor:
+        choice, settings = self.settings.executor, self.settings
+        if isinstance(choice, Executor):
+            return choice
+        if choice == 'serial':
             return SerialExecutor()
-        from .pool import LocalPoolExecutor
-
         return LocalPoolExecutor(
-            start_method=self.start_method,
-            memory_limit=self.memory_limit,
-            max_items_per_worker=self.max_items_per_worker,
+            start_method=settings.start_method,
+            memory_limit=settings.memory_bytes,
+            max_items_per_worker=settings.max_items_per_worker,
         )
-
-    def _in_process(self) -> bool:
-        # Executors that run chunks in this process say so with in_process.
-        return self.executor == 'serial' or bool(getattr(self.executor, 'in_process', False))
-
-    def _check_reachable(self, job: Job) -> None:
-        if self._in_process():
-            return
-        delegate = job.delegate
-        if find_directory(delegate) is None and not getattr(delegate, 'process_safe', False):
-            raise BatchError(
-                f'{delegate!r} keeps its items in the memory of this process, so worker processes cannot '
-                f'store results in it; use an on-disk delegate such as DirectoryStash, or '
-                f"executor='serial' to compute in this process"
-            )
-
-    def _resolve_workers(self, missing: int) -> int:
-        if self._in_process():
-            return 1
-        jobs = math.ceil(missing / self.chunk_size) if self.chunk_size else missing
-        # A cluster sizes the batch by its own threads, not this machine's CPUs.
-        slots = self.executor.capacity() if isinstance(self.executor, Executor) else None
-        if slots is not None:
-            return resolve_workers(self.workers, jobs=jobs, cpus=max(1, slots))
-        return resolve_workers(self.workers, jobs=jobs, memory_per_worker=self.memory_limit)
 
     def prime(self) -> BatchResult:  # type: ignore[override]
         """Compute every missing item (a no-op once the stash is complete).
@@ -221,26 +191,21 @@ class MultiProcessStash(PrimablePreemptiveStash):
             # _priming: a read from inside _create_data must not recurse.
             return self.last_result if self.last_result is not None else BatchResult()
         self._priming = True
-        result = BatchResult()
+        started = time.monotonic()
+        result = self.last_result = BatchResult()
         try:
-            self.last_result = result
             job = self._make_job()
-            opts = BatchOptions(
-                chunk_size=self.chunk_size,
-                progress=self.progress,
-                on_event=self.on_event,
-                max_retries=self.max_retries,
-                status_path=self.status_path,
-            )
-
-            def executor_for(workers: int) -> Executor:
-                self._check_reachable(job)
-                if isinstance(job.delegate, DirectoryStash):
-                    # Writers killed in an earlier run left temp files behind.
-                    job.delegate.remove_stale_temp_files()
-                return self._executor(workers)
-
-            run_batch(self._work(), job, executor_for, opts, self._resolve_workers, result)
+            plan = plan_batch(self._work(), job.delegate, job.failures)
+            result.total, result.done_before, result.failed_before = plan.total, plan.done_before, plan.failed_before
+            if plan.missing:
+                executor = self._make_executor()
+                prepare_output(job.delegate, executor)
+                with Batch(plan, job, executor, self.settings, result, self.status_path, started) as batch:
+                    batch.start()
+                    batch.run()
+            else:
+                result.elapsed = time.monotonic() - started
+                logger.debug('nothing to compute: %s', result)
         finally:
             self._priming = False
         self._primed = True
@@ -279,17 +244,16 @@ class MultiProcessStash(PrimablePreemptiveStash):
         super().close()
 
     def __getstate__(self) -> dict[str, Any]:
-        # Workers get the stash for _process/_key_of only: nothing of the
-        # parent's run (executor, callbacks, results) travels with it.
+        # Workers get the stash for _process only: nothing of the parent's
+        # run (executor, callbacks, results) travels with it.
         state = dict(self.__dict__)
-        for name in _LOCAL_STATE:
+        state['settings'] = BatchSettings()
+        for name in ('last_result', '_priming', '_failure_store'):
             state.pop(name, None)
         return state
 
     def __setstate__(self, state: dict[str, Any]) -> None:
         self.__dict__.update(state)
-        self.executor = None
-        self.on_event = None
         self.last_result = None
         self._priming = False
         self._failure_store = MemoryFailureStash()
@@ -313,7 +277,9 @@ class MultiProcessFactoryStash(MultiProcessStash):
         keys: the work keys (an iterable, or a callable returning one
             each time the batch runs); required with a callable factory,
             and takes precedence over a factory stash's ``keys()``.
-        **kwargs: the options of :class:`MultiProcessStash`.
+
+    The other arguments are the options of :class:`MultiProcessStash`, in
+    the same order.
 
     Raises:
         TypeError: a callable factory without ``keys``, or a factory that
@@ -327,14 +293,33 @@ class MultiProcessFactoryStash(MultiProcessStash):
         keys: Optional[KeySource] = None,
         workers: Union[int, float] = 0,
         chunk_size: int = 0,
-        **kwargs: Any,
+        executor: Union[Executor, str, None] = None,
+        progress: Optional[bool] = None,
+        on_event: Optional[EventHook] = None,
+        max_retries: int = 2,
+        memory_limit: Union[int, str, None] = None,
+        max_items_per_worker: Optional[int] = None,
+        start_method: Optional[str] = None,
+        state_dir: Union[str, 'os.PathLike[str]', None] = None,
     ) -> None:
         if not isinstance(factory, Stash):
             if not callable(factory):
                 raise TypeError(f'factory must be a Stash or a callable, not {type(factory).__name__}')
             if keys is None:
                 raise TypeError('keys= is required when the factory is a plain callable (it has no keys())')
-        super().__init__(delegate, workers=workers, chunk_size=chunk_size, **kwargs)
+        super().__init__(
+            delegate,
+            workers=workers,
+            chunk_size=chunk_size,
+            executor=executor,
+            progress=progress,
+            on_event=on_event,
+            max_retries=max_retries,
+            memory_limit=memory_limit,
+            max_items_per_worker=max_items_per_worker,
+            start_method=start_method,
+            state_dir=state_dir,
+        )
         self.factory = factory
         self.work_keys = keys
 

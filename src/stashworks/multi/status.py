@@ -17,19 +17,15 @@ from pathlib import Path
 from typing import IO, Any, Optional, Union
 
 from .._atomic import atomic_write
-from .failures import STATE_DIR, utc_now
+from .layout import status_path as status_path
+from .layout import utc_now
 
-__all__ = ['STATES', 'StatusWriter', 'read_status', 'status_path']
+__all__ = ['STATES', 'StatusWriter', 'read_status']
 
 logger = logging.getLogger(__name__)
 
 #: The values of the ``state`` field.
 STATES = ('running', 'finished', 'interrupted', 'crashed')
-
-
-def status_path(directory: Union[str, 'os.PathLike[str]']) -> Path:
-    """The status file of a batch whose items live in ``directory``."""
-    return Path(directory) / STATE_DIR / 'status.json'
 
 
 def read_status(path: Union[str, 'os.PathLike[str]']) -> Optional[dict[str, Any]]:
