@@ -405,3 +405,17 @@ def test_status_watch_refreshes_until_the_batch_ends(tmp_path: Path) -> None:
     assert watch.stdout.count('batch: running') >= 2
     states = [line for line in watch.stdout.splitlines() if line.startswith('batch: ')]
     assert states[-1].startswith('batch: finished'), watch.stdout
+
+
+@pytest.mark.xfail(strict=True, reason='the batch layer does not write progress lines yet')
+def test_run_without_a_terminal_writes_a_progress_line_every_interval(tmp_path: Path) -> None:
+    keys = _keys_file(tmp_path, [f'k{i:02d}' for i in range(24)])
+    proc = stashworks(
+        'run', 'cli_jobs:slow', '--keys', keys, '--out', tmp_path / 'out', '-w', '2', '--progress-interval', '0.5',
+        CLI_JOBS_DELAY='0.15',
+    )  # fmt: skip
+    assert proc.returncode == 0, proc.stderr
+    lines = [line for line in proc.stderr.splitlines() if line.startswith('stashworks: items ')]
+    assert len(lines) >= 2, proc.stderr
+    assert all('/24 (' in line for line in lines), lines
+    assert proc.stdout.startswith('24 of 24 done')

@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import argparse
 import logging
+import os
 import shlex
 import signal
 from pathlib import Path
@@ -104,6 +105,11 @@ def _batch(
     out: Path, func: Callable[[str], Any], keys: list[str], args: argparse.Namespace
 ) -> MultiProcessFactoryStash:
     """Build the batch stash: ``func`` over ``keys`` into ``DirectoryStash(out)``."""
+    if args.progress_interval is not None:
+        # The batch reads the interval of its progress lines from here.
+        from ..multi.display import INTERVAL_ENV
+
+        os.environ[INTERVAL_ENV] = repr(args.progress_interval)
     return MultiProcessFactoryStash(DirectoryStash(out), func, keys=keys, **batch_options(args))
 
 
