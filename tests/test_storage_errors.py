@@ -302,3 +302,17 @@ def test_the_case_mode_is_found_once_and_travels_with_the_stash(
     stash.keys()
     copy = pickle.loads(pickle.dumps(stash))
     assert (copy.load('A'), len(calls)) == (1, 1)
+
+
+def test_a_persisted_file_that_cannot_be_opened_is_a_read_error_naming_it(tmp_path: Path) -> None:
+    from stashworks import persisted
+
+    (tmp_path / 'value.dat').mkdir()  # a folder where the file should be
+
+    class Owner:
+        @persisted('_v', tmp_path / 'value.dat')
+        def v(self) -> int:
+            return 1
+
+    with pytest.raises(StashReadError, match=r'value\.dat'):
+        Owner().v()

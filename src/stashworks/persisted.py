@@ -29,7 +29,7 @@ from typing import IO, Any, Callable, Iterable, Optional, TypeVar, Union, cast
 
 from ._atomic import atomic_write
 from .dealloc import Deallocatable
-from .errors import PersistError, StashCorruptError, StashWriteError
+from .errors import PersistError, StashCorruptError, StashReadError, StashWriteError
 from .serial import Serializer, default_serializer, serialize_into
 from .stash import MISSING
 
@@ -187,6 +187,7 @@ class PersistedWork(Deallocatable):
         Raises:
             PersistError: no owner, deallocated, or no worker to run.
             StashCorruptError: the file exists but cannot be read.
+            StashReadError: the file cannot be opened (permissions, a folder).
             SerializationError: the value cannot be serialized to the file.
             StashWriteError: the file cannot be written.
         """
@@ -249,6 +250,10 @@ class PersistedWork(Deallocatable):
             fh = open(self.path, 'rb')  # noqa: SIM115 (closed by the with below; only open() may mean "no file")
         except FileNotFoundError:
             return MISSING
+        except OSError as exc:
+            raise StashReadError(
+                f'cannot read persisted value {self._describe()} from {self.path}: {exc.strerror or exc}'
+            ) from exc
         with fh:
             if self.recover_empty and os.fstat(fh.fileno()).st_size == 0:
                 logger.info('ignoring empty file %s for %s', self.path, self._describe())
