@@ -451,20 +451,30 @@ def test_an_unreachable_scheduler_is_reported_with_its_address(tmp_path: Path) -
         DaskExecutor('tcp://127.0.0.1:1', timeout=1).start(job, 1)
 
 
-def test_a_job_the_workers_cannot_load_is_reported_with_the_worker(
-    client: Any, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
-) -> None:
-    # A module only this process can import (the workers started before it existed).
-    (tmp_path / 'parent_only_factory.py').write_text('def compute(key):\n    return key\n')
-    monkeypatch.syspath_prepend(str(tmp_path))
-    import parent_only_factory  # type: ignore[import-not-found]
+class NeedsALibraryOnlyTheParentHas:
+    """A factory whose unpickling imports a library the workers do not have.
 
-    try:
-        stash = _stash(tmp_path / 'out', parent_only_factory.compute, _keys(4), DaskExecutor(client))
-        with pytest.raises(BatchError, match=r'cannot load the batch job on worker tcp://.*parent_only_factory'):
-            stash.prime()
-    finally:
-        sys.modules.pop('parent_only_factory', None)
+    (A module of the user's own would travel with the job: see
+    test_dask_deploy.py.  An installed library does not.)
+    """
+
+    def __init__(self) -> None:
+        self.parent = os.getpid()
+
+    def __setstate__(self, state: dict[str, Any]) -> None:
+        if os.getpid() != state['parent']:
+            import parent_only_factory  # type: ignore[import-not-found]  # noqa: F401
+        self.__dict__.update(state)
+
+    def __call__(self, key: str) -> str:
+        return key
+
+
+def test_a_job_the_workers_cannot_load_is_reported_with_the_worker(client: Any, tmp_path: Path) -> None:
+    stash = _stash(tmp_path / 'out', NeedsALibraryOnlyTheParentHas(), _keys(4), DaskExecutor(client))
+
+    with pytest.raises(BatchError, match=r'cannot load the batch job on worker tcp://.*parent_only_factory'):
+        stash.prime()
     assert client.status == 'running'
 
 
