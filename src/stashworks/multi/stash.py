@@ -17,6 +17,7 @@ from __future__ import annotations
 import logging
 import os
 import time
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Callable, Iterable, Iterator, Optional, Union
 
@@ -40,6 +41,7 @@ logger = logging.getLogger(__name__)
 KeySource = Union[Iterable[str], Callable[[], Iterable[str]]]
 
 
+@dataclass(init=False, repr=False, eq=False)
 class MultiProcessStash(PrimablePreemptiveStash):
     """A stash whose missing items a batch computes in worker processes.
 
@@ -71,9 +73,24 @@ class MultiProcessStash(PrimablePreemptiveStash):
         state_dir: where the batch keeps ``.stashworks/`` (failures,
             status); default: the delegate's directory.
 
+    A subclass may also be declared as a zensols dataclass
+    (``@dataclass class S(MultiProcessStash)`` with fields of its own): it
+    then takes ``delegate`` first, its own fields next, and ``chunk_size``,
+    ``workers`` and zensols' ``config`` and ``name`` as keywords.  ``config``
+    and ``name`` are accepted and unused (zensols rebuilds the stash in each
+    worker from them; stashworks sends the stash itself); the other options
+    keep their defaults there.
+
     Raises:
         ValueError: for a bad ``workers``, ``chunk_size`` or ``memory_limit``.
     """
+
+    # The fields of the zensols dataclass form; keyword-only, so that a
+    # subclass may add fields without defaults (as zensols subclasses do).
+    chunk_size: int = field(default=0, kw_only=True)
+    workers: Union[int, float] = field(default=0, kw_only=True)
+    config: Any = field(default=None, kw_only=True)
+    name: Optional[str] = field(default=None, kw_only=True)
 
     def __init__(
         self,
@@ -89,7 +106,7 @@ class MultiProcessStash(PrimablePreemptiveStash):
         start_method: Optional[str] = None,
         state_dir: Union[str, 'os.PathLike[str]', None] = None,
     ) -> None:
-        super().__init__(delegate)
+        self.delegate = delegate
         #: the batch's options, validated
         self.settings = BatchSettings(
             workers=workers,
@@ -103,7 +120,16 @@ class MultiProcessStash(PrimablePreemptiveStash):
             start_method=start_method,
             state_dir=state_dir,
         )
-        directory = self.settings.state_path or find_directory(delegate)
+        self.__post_init__()
+
+    def __post_init__(self) -> None:
+        """Finish initialization (also run by a dataclass subclass's constructor)."""
+        super().__post_init__()
+        if 'settings' not in self.__dict__:
+            # The dataclass form: its fields are the options.
+            self.settings = BatchSettings(workers=self.workers, chunk_size=self.chunk_size)
+        self.workers, self.chunk_size = self.settings.workers, self.settings.chunk_size
+        directory = self.settings.state_path or find_directory(self.delegate)
         #: where the batch keeps ``.stashworks/`` (``None``: in memory)
         self.state_dir: Optional[Path] = directory
         self._failure_store: Stash = FailureStash.beside(directory) if directory is not None else MemoryFailureStash()
@@ -248,7 +274,8 @@ class MultiProcessStash(PrimablePreemptiveStash):
         # run (executor, callbacks, results) travels with it.
         state = dict(self.__dict__)
         state['settings'] = BatchSettings()
-        for name in ('last_result', '_priming', '_failure_store'):
+        # config (zensols' form, unused) may not even pickle.
+        for name in ('last_result', '_priming', '_failure_store', 'config'):
             state.pop(name, None)
         return state
 
