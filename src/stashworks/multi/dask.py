@@ -276,6 +276,8 @@ def remove_orphaned_jobs(client: 'distributed.Client') -> list[str]:
 def _task_name(job: Job) -> str:
     """The user's function, as the first part of the batch's task keys (the dashboard's name)."""
     target: Any = getattr(job, 'compute', None) or getattr(job, 'process', None)
+    # Through wrappers (retries=) to the user's own function.
+    target = getattr(target, '__wrapped__', target)
     if target is None:
         name = type(job).__name__
     else:

@@ -127,7 +127,9 @@ class Job:
 
     def record_failure(self, key: str, exc: BaseException, attempt: int) -> None:
         """Write the failure record of ``key``; never raises for a bad store."""
-        record_failure(self.failures, FailureRecord.from_exception(key, exc, attempts=attempt + 1))
+        # An item computed again in the worker (retries=) ran more than once.
+        tries = getattr(exc, 'stashworks_tries', 1)
+        record_failure(self.failures, FailureRecord.from_exception(key, exc, attempts=attempt + tries))
 
     def run_chunk(
         self, chunk: Chunk, should_stop: Optional[StopCheck] = None, ledger: Optional[Ledger] = None

@@ -36,6 +36,7 @@ class BatchSettings:
     progress: Optional[bool] = None
     on_event: Optional[EventHook] = None
     max_retries: int = 2
+    retries: int = 0
     memory_limit: Union[int, str, None] = None
     max_items_per_worker: Optional[int] = None
     start_method: Optional[str] = None
@@ -47,6 +48,8 @@ class BatchSettings:
             raise ValueError(f'chunk_size must be an int >= 0 (0 for automatic), not {self.chunk_size!r}')
         if self.max_retries < 0:
             raise ValueError(f'max_retries must be >= 0, not {self.max_retries}')
+        if isinstance(self.retries, bool) or not isinstance(self.retries, int) or self.retries < 0:
+            raise ValueError(f'retries must be an int >= 0, not {self.retries!r}')
         if self.max_items_per_worker is not None and self.max_items_per_worker < 1:
             raise ValueError(f'max_items_per_worker must be >= 1, not {self.max_items_per_worker}')
         if isinstance(self.executor, str) and self.executor not in EXECUTOR_NAMES:

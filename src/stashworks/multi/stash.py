@@ -31,6 +31,7 @@ from .layout import find_directory, status_path
 from .plan import iter_pairs, plan_batch
 from .pool import LocalPoolExecutor
 from .progress import EventHook
+from .retrying import with_retries
 from .serial import SerialExecutor
 from .settings import BatchSettings
 
@@ -65,6 +66,9 @@ class MultiProcessStash(PrimablePreemptiveStash):
             :class:`~stashworks.multi.BatchEvent`.
         max_retries: how many times a key whose worker died is tried again
             before it is recorded as a failure.
+        retries: how many more times an item whose factory raised an
+            exception is computed, in the same worker, before its failure
+            is recorded (for transient errors; the factory form).
         memory_limit: a worker whose RSS grows past this (bytes, or text
             such as ``'2GB'``) is replaced after its current item.
         max_items_per_worker: a worker is replaced after this many items.
@@ -101,6 +105,7 @@ class MultiProcessStash(PrimablePreemptiveStash):
         progress: Optional[bool] = None,
         on_event: Optional[EventHook] = None,
         max_retries: int = 2,
+        retries: int = 0,
         memory_limit: Union[int, str, None] = None,
         max_items_per_worker: Optional[int] = None,
         start_method: Optional[str] = None,
@@ -115,6 +120,7 @@ class MultiProcessStash(PrimablePreemptiveStash):
             progress=progress,
             on_event=on_event,
             max_retries=max_retries,
+            retries=retries,
             memory_limit=memory_limit,
             max_items_per_worker=max_items_per_worker,
             start_method=start_method,
@@ -324,6 +330,7 @@ class MultiProcessFactoryStash(MultiProcessStash):
         progress: Optional[bool] = None,
         on_event: Optional[EventHook] = None,
         max_retries: int = 2,
+        retries: int = 0,
         memory_limit: Union[int, str, None] = None,
         max_items_per_worker: Optional[int] = None,
         start_method: Optional[str] = None,
@@ -342,6 +349,7 @@ class MultiProcessFactoryStash(MultiProcessStash):
             progress=progress,
             on_event=on_event,
             max_retries=max_retries,
+            retries=retries,
             memory_limit=memory_limit,
             max_items_per_worker=max_items_per_worker,
             start_method=start_method,
@@ -363,7 +371,7 @@ class MultiProcessFactoryStash(MultiProcessStash):
 
     def _make_job(self) -> Job:
         compute = self.factory.load if isinstance(self.factory, Stash) else self.factory
-        return FactoryJob(self._raw_delegate(), self._failure_store, compute)
+        return FactoryJob(self._raw_delegate(), self._failure_store, with_retries(compute, self.settings.retries))
 
     def __repr__(self) -> str:
         return f'{type(self).__name__}(delegate={self.delegate!r}, factory={self.factory!r})'
