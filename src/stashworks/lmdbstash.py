@@ -227,6 +227,9 @@ class LmdbStash(CloseableStash):
     #: Only processes on this machine may share the database (LMDB needs a
     #: local file system); a batch on a cluster checks it before any work.
     local_only: ClassVar[bool] = True
+    #: The items live in the folder ``path`` on disk, which worker processes
+    #: open themselves; a batch keeps its own files (``.stashworks/``) there.
+    items_in_directory: ClassVar[bool] = True
 
     def __init__(
         self,

@@ -47,16 +47,20 @@ def utc_now() -> str:
 
 
 def find_directory(stash: Optional[Stash]) -> Optional[Path]:
-    """The directory of the first :class:`DirectoryStash` in a delegate chain.
+    """The directory of the first store on disk in a delegate chain.
 
-    Follows ``delegate`` attributes (wrappers such as a cache), so the
-    batch can put its own files next to the items.  ``None`` means the
-    items live in this process's memory.
+    A :class:`DirectoryStash`, or a store whose class says its items live
+    in the directory ``path`` (``items_in_directory``, as
+    :class:`~stashworks.LmdbStash` does).  Follows ``delegate`` attributes
+    (wrappers such as a cache), so the batch can put its own files next to
+    the items.  ``None`` means the items live in this process's memory.
     """
     seen = 0
     while stash is not None and seen < 32:
         if isinstance(stash, DirectoryStash):
             return stash.path
+        if getattr(type(stash), 'items_in_directory', False):
+            return Path(stash.path)  # type: ignore[attr-defined]
         stash = getattr(stash, 'delegate', None)
         seen += 1
     return None
