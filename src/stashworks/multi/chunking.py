@@ -6,17 +6,13 @@ over the workers and keep them all busy near the end of the batch.  With
 an automatic size, the first chunks are small; the time per item measured
 from their reports then sizes later chunks to take about
 :attr:`Chunker.target` seconds each, never more than a share of what is
-left (``remaining / (workers * 4)``), so chunks shrink towards the end,
-but never below what takes :attr:`Chunker.least` seconds: a chunk costs a
-round trip to a worker, which tiny items must not pay one by one.
+left (``remaining / (workers * 4)``), so chunks shrink towards the end.
 Only ``2 * workers`` small chunks are cut before the first timing: an
 executor with room for many chunks at once gets the share-bound size for
 the rest.
 """
 
 from __future__ import annotations
-
-import math
 
 __all__ = ['Chunker']
 
@@ -29,18 +25,15 @@ class Chunker:
         workers: how many workers share the batch.
         target: seconds an automatic chunk should take.
         first: the size of chunks sent before any timing is known.
-        least: seconds an automatic chunk takes at the least, once timing
-            is known (unless fewer keys are left).
     """
 
-    def __init__(self, chunk_size: int, workers: int, target: float = 0.5, first: int = 2, least: float = 0.02) -> None:
+    def __init__(self, chunk_size: int, workers: int, target: float = 0.5, first: int = 2) -> None:
         if chunk_size < 0:
             raise ValueError(f'chunk_size must be >= 0 (0 for automatic), not {chunk_size}')
         self.chunk_size = chunk_size
         self.workers = max(1, workers)
         self.target = target
         self.first = first
-        self.least = least
         #: seconds per item, a moving average of what the reports said
         self.per_item: float | None = None
         self._probes = 0
@@ -70,8 +63,5 @@ class Chunker:
                 return bound
             self._probes += 1
             return min(self.first, bound)
-        if self.per_item <= 0:
-            return bound
-        wanted = int(self.target / self.per_item)
-        least = math.ceil(self.least / self.per_item)
-        return max(1, min(wanted, max(bound, least), remaining))
+        wanted = int(self.target / self.per_item) if self.per_item > 0 else bound
+        return max(1, min(wanted, bound))
