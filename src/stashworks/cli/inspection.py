@@ -218,7 +218,7 @@ def cmd_show(args: argparse.Namespace) -> int:
                 f'refusing to write the pickle bytes of {args.key!r} to a terminal; redirect stdout, '
                 f'such as: stashworks show {batch.path} {args.key} --raw > item.pickle'
             )
-        data = batch.items.key_to_path(args.key).read_bytes()
+        data = batch.raw_item(args.key)
         sys.stdout.buffer.write(data)
         sys.stdout.buffer.flush()
         return 0

@@ -14,13 +14,15 @@ import json
 import os
 import socket
 from pathlib import Path
-from typing import Any, Optional, Union
+from typing import Any, Optional, Union, cast
 
 import psutil
 
 from ..directory import DirectoryStash
 from ..multi.failures import STATE_DIR, FailureStash
 from ..multi.status import status_path
+from ..stash import Stash
+from ..stores import open_output, store_kind
 from .common import CliError, parse_time
 
 __all__ = ['BatchDir', 'STATE_DIR', 'is_alive']
@@ -48,8 +50,17 @@ class BatchDir:
         if not self.path.is_dir():
             raise CliError(f'not a directory: {self.path}')
         self.state_dir = self.path / STATE_DIR
-        # raw_names: a zensols folder, whose file names are the keys as they are.
-        self.items = DirectoryStash(self.path, raw_names=raw_names)
+        # The kind of store (a file per item, or LMDB) is found from what is
+        # on disk.  raw_names: a zensols folder, whose file names are the
+        # keys as they are.
+        self.items: Stash
+        if store_kind(self.path) == 'lmdb':
+            try:
+                self.items = open_output(self.path)
+            except ImportError as exc:
+                raise CliError(f'{self.path} holds an LMDB database: {exc}') from exc
+        else:
+            self.items = DirectoryStash(self.path, raw_names=raw_names)
         # The batch layer's own names for its layout, read as raw JSON.
         self.failures = FailureStash.beside(self.path).files
         self.status_path = status_path(self.path)
@@ -58,8 +69,13 @@ class BatchDir:
 
     def _has_item_files(self) -> bool:
         # One entry is enough; no need to list a million-file folder.
-        with os.scandir(self.path) as it:
-            return any(entry.name.endswith('.dat') for entry in it)
+        return store_kind(self.path) is not None
+
+    def raw_item(self, key: str) -> bytes:
+        """The stored bytes of the item ``key``, not unpickled."""
+        if isinstance(self.items, DirectoryStash):
+            return self.items.key_to_path(key).read_bytes()
+        return bytes(cast(Any, self.items).load_bytes(key))
 
     def keys(self) -> list[str]:
         """The keys of the stored items, sorted."""

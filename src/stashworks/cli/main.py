@@ -9,6 +9,7 @@ import traceback
 from typing import Callable, NoReturn, Optional, Sequence
 
 from ..errors import StashError
+from ..stores import STORE_KINDS
 from .common import EXIT_FAILURE, EXIT_INTERRUPTED, EXIT_USAGE, CliError
 from .inspection import cmd_failures, cmd_keys, cmd_rm, cmd_show, cmd_status
 from .running import cmd_demo, cmd_run, parse_workers
@@ -140,6 +141,13 @@ def _add_batch_options(parser: argparse.ArgumentParser) -> None:
         choices=_start_methods(),
         default=None,
         help="how worker processes start (default: the platform's)",
+    )
+    group.add_argument(
+        '--store',
+        choices=STORE_KINDS,
+        default=None,
+        help="how the output folder keeps the items: 'directory', a file per item, or 'lmdb', one LMDB database "
+        '(for many small items; needs stashworks[lmdb]); default: the kind the folder holds, else directory',
     )
     group.add_argument(
         '--serial',

@@ -20,8 +20,9 @@ from pathlib import Path
 from typing import Any, Callable, Optional
 
 from .. import BatchResult, MultiProcessFactoryStash
-from ..directory import DirectoryStash
+from ..errors import BatchError
 from ..multi.workers import usable_cpus
+from ..stores import open_output
 from .common import (
     EXIT_FAILURE,
     EXIT_INTERRUPTED,
@@ -104,13 +105,18 @@ def batch_options(args: argparse.Namespace) -> dict[str, Any]:
 def _batch(
     out: Path, func: Callable[[str], Any], keys: list[str], args: argparse.Namespace
 ) -> MultiProcessFactoryStash:
-    """Build the batch stash: ``func`` over ``keys`` into ``DirectoryStash(out)``."""
+    """Build the batch stash: ``func`` over ``keys`` into the store of ``out`` (``--store``)."""
     if args.progress_interval is not None:
         # The batch reads the interval of its progress lines from here.
         from ..multi.display import INTERVAL_ENV
 
         os.environ[INTERVAL_ENV] = repr(args.progress_interval)
-    return MultiProcessFactoryStash(DirectoryStash(out), func, keys=keys, **batch_options(args))
+    try:
+        # --store, or whatever kind of store the folder already holds.
+        store = open_output(out, kind=args.store)
+    except (BatchError, ImportError) as exc:
+        raise CliError(str(exc)) from exc
+    return MultiProcessFactoryStash(store, func, keys=keys, **batch_options(args))
 
 
 def _warn_about_workers(args: argparse.Namespace) -> None:
