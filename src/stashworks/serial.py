@@ -205,8 +205,9 @@ class SigningSerializer:
 
     def dump(self, value: Any, fh: IO[bytes]) -> None:
         payload = self._payload(value)
-        fh.write(_SIGNED_TAG + self._sign(payload))
-        fh.write(payload)
+        # One write: the payload is small next to a second call, or large
+        # enough that the copy costs little against hashing it.
+        fh.write(b''.join((_SIGNED_TAG, self._sign(payload), payload)))
 
     def verify(self, data: Union[bytes, bytearray, memoryview]) -> memoryview:
         """Return the payload of signed ``data`` (what the inner serializer wrote).
