@@ -10,7 +10,12 @@ Workloads:
 
 * ``a``: many trivial items (the compute is under a microsecond), so the
   time is framework overhead plus file creation;
-* ``b``: fewer items of about 5 ms of pure-Python work each.
+* ``b``: fewer items of about 5 ms of pure-Python work each;
+* ``r``: the remainder of a batch: 10,000 keys of which 9,000 are already
+  stored (written before the timed region), so the 1,000 missing trivial
+  items must be found and computed.  The baseline here is a hand-written
+  ``os.scandir`` + set difference + ``multiprocessing.Pool(workers)`` loop;
+  only it and the stashworks contenders run this workload.
 
 Contenders, run interleaved in one process, the order rotated every rep:
 
@@ -23,7 +28,11 @@ Contenders, run interleaved in one process, the order rotated every rep:
   automatic batching);
 * ``mpire``: ``mpire.WorkerPool(n_jobs=workers).map`` with its defaults;
 * ``stashworks``: ``MultiProcessFactoryStash(DirectoryStash(folder), work,
-  keys=keys, workers=workers).prime()``.
+  keys=keys, workers=workers).prime()``;
+* ``stashworks@REV`` (with ``--rev REV``): the same with the package as it
+  was at git revision ``REV``, extracted with ``git archive`` and imported
+  under another name in this same process, so the two engines are measured
+  side by side under the same conditions.
 
 Every contender starts its workers inside the timed region (a one-shot
 batch pays for that); joblib's reusable loky workers are shut down after
@@ -35,20 +44,27 @@ Run::
 
     /work/venv/bin/python benchmarks/bench_batch.py            # full run
     /work/venv/bin/python benchmarks/bench_batch.py --quick    # smoke test
+    /work/venv/bin/python benchmarks/bench_batch.py --rev 9ae8dcb \
+        --only serial,pool,stashworks --scenarios a-tmpfs,b-tmpfs,r-tmpfs
 """
 
 from __future__ import annotations
 
 import argparse
+import importlib.util
 import json
 import math
+import multiprocessing
 import os
 import pickle
+import shutil
 import statistics
+import subprocess
 import sys
 import tempfile
 import threading
 import time
+import types
 import uuid
 from concurrent.futures import ProcessPoolExecutor
 from dataclasses import dataclass, field
@@ -61,6 +77,9 @@ from _common import RunDirs, format_table, machine_note, min_time, rotated, time
 WORKERS = 2
 BASELINE = 'pool'
 CONTENDERS = ('serial', 'pool', 'joblib', 'mpire', 'stashworks')
+#: The remainder workload: keys in all, and keys stored before the trial.
+REMAINDER_TOTAL = 10_000
+REMAINDER_DONE = 9_000
 
 
 # -- the work ------------------------------------------------------------------
@@ -159,14 +178,59 @@ def run_mpire(keys: list[str], folder: str, work: Work, workers: int) -> dict[st
     return {}
 
 
-def run_stashworks(keys: list[str], folder: str, work: Work, workers: int) -> dict[str, Any]:
-    """``MultiProcessFactoryStash(...).prime()`` into a DirectoryStash."""
-    from stashworks import DirectoryStash, MultiProcessFactoryStash
-
-    stash = MultiProcessFactoryStash(DirectoryStash(folder), work, keys=keys, workers=workers, progress=False)
+def run_stashworks(
+    keys: list[str], folder: str, work: Work, workers: int, package: Optional[types.ModuleType] = None
+) -> dict[str, Any]:
+    """``MultiProcessFactoryStash(...).prime()`` into a DirectoryStash (of ``package``: another revision)."""
+    if package is None:
+        import stashworks as package
+    stash = package.MultiProcessFactoryStash(
+        package.DirectoryStash(folder), work, keys=keys, workers=workers, progress=False
+    )
     result = stash.prime()
     return {'result': str(result)}
 
+
+def run_remainder_pool(keys: list[str], folder: str, work: Work, workers: int) -> dict[str, Any]:
+    """The remainder baseline: ``os.scandir`` + set difference, then ``multiprocessing.Pool``."""
+    with os.scandir(folder) as it:
+        done = {e.name[:-4] for e in it if e.name.endswith('.dat')}
+    missing = [k for k in keys if k not in done]
+    size = max(1, math.ceil(len(missing) / (4 * workers)))
+    chunks = [missing[i : i + size] for i in range(0, len(missing), size)]
+    with multiprocessing.Pool(workers) as pool:
+        n = sum(pool.map(partial(compute_and_write_chunk, folder, work), chunks))
+    assert n == len(missing)
+    return {'chunk_size': size}
+
+
+def load_revision(rev: str) -> tuple[types.ModuleType, Path]:
+    """The ``stashworks`` package as it was at git revision ``rev``, imported as ``stashworks_<rev>``.
+
+    The package's own imports are relative, so a copy of its source loads
+    beside the current one.  Returns the package and the temp folder to
+    remove at the end.
+    """
+    root = Path(__file__).resolve().parents[1]
+    where = Path(tempfile.mkdtemp(prefix='stashworks-rev-'))
+    archive = subprocess.run(
+        ['git', '-C', str(root), 'archive', rev, 'src/stashworks'], check=True, capture_output=True
+    ).stdout
+    subprocess.run(['tar', '-x', '-C', str(where)], input=archive, check=True)
+    name = f'stashworks_{rev.replace("-", "_")[:12]}'
+    package_dir = where / 'src' / 'stashworks'
+    spec = importlib.util.spec_from_file_location(
+        name, package_dir / '__init__.py', submodule_search_locations=[str(package_dir)]
+    )
+    assert spec is not None and spec.loader is not None
+    module = importlib.util.module_from_spec(spec)
+    sys.modules[name] = module
+    spec.loader.exec_module(module)
+    return module, where
+
+
+#: ``stashworks@REV`` contenders: the package of each revision given with ``--rev``.
+REVISIONS: dict[str, types.ModuleType] = {}
 
 RUNNERS: dict[str, Callable[[list[str], str, Work, int], dict[str, Any]]] = {
     'serial': run_serial,
@@ -176,6 +240,18 @@ RUNNERS: dict[str, Callable[[list[str], str, Work, int], dict[str, Any]]] = {
     'stashworks': run_stashworks,
 }
 AFTER: dict[str, Callable[[], None]] = {'joblib': after_joblib}
+#: Contenders of the remainder workload, by the name they run under.
+REMAINDER_RUNNERS: dict[str, Callable[[list[str], str, Work, int], dict[str, Any]]] = {
+    'pool': run_remainder_pool,
+    'stashworks': run_stashworks,
+}
+
+
+def runs_workload(contender: str, workload: str) -> bool:
+    """Whether ``contender`` takes part in ``workload``."""
+    if workload != 'r':
+        return True
+    return contender in REMAINDER_RUNNERS or contender.startswith('stashworks@')
 
 
 def stashworks_available() -> Optional[str]:
@@ -194,7 +270,7 @@ def stashworks_available() -> Optional[str]:
 class Scenario:
     """One workload on one kind of storage."""
 
-    workload: str  # 'a' or 'b'
+    workload: str  # 'a', 'b' or 'r'
     storage: str  # 'disk' or 'tmpfs'
     n: int
     spin: int
@@ -226,9 +302,21 @@ def run_trial(sc: Scenario, contender: str, rep: int, workers: int) -> None:
     keys = [f'k{i:07d}' for i in range(sc.n)]
     work = Work(sc.spin)
     extra: dict[str, Any] = {}
+    runners = REMAINDER_RUNNERS if sc.workload == 'r' else RUNNERS
+    if sc.workload == 'r':
+        for key in keys[:REMAINDER_DONE]:
+            write_item(folder, key, work(key))
+    if contender in REVISIONS:
+        package = REVISIONS[contender]
+
+        def run(keys: list[str], folder: str, work: Work, workers: int) -> dict[str, Any]:
+            return run_stashworks(keys, folder, work, workers, package)
+
+    else:
+        run = runners[contender]
 
     def trial() -> None:
-        extra.update(RUNNERS[contender](keys, folder, work, workers))
+        extra.update(run(keys, folder, work, workers))
 
     elapsed = time_once(trial)
     if contender in AFTER:
@@ -263,7 +351,18 @@ def report(scenarios: list[Scenario], contenders: list[str], workers: int) -> st
     for sc in scenarios:
         reps = len(sc.times[BASELINE])
         where = f'{sc.storage} ({sc.dirs.run.parent})'
-        if sc.workload == 'a':
+        if sc.workload == 'r':
+            out.append(
+                f'\n### (r) the {sc.n - REMAINDER_DONE:,} missing trivial items of a {sc.n:,}-key batch '
+                f'({REMAINDER_DONE:,} stored before), {where}, {workers} workers, {reps} reps\n'
+            )
+            headers = ['contender', 'wall ratio to pool (median of per-rep)', 'min-max', 'median wall (ms)']
+            rows = []
+            for c in contenders:
+                if c in sc.times:
+                    r = ratios(sc, c)
+                    rows.append([c, f'{med(r):.2f}x', f'{min(r):.2f}-{max(r):.2f}', f'{med(sc.times[c]) * 1e3:.1f}'])
+        elif sc.workload == 'a':
             out.append(f'\n### (a) {sc.n:,} trivial items, {where}, {workers} workers, {reps} reps\n')
             headers = [
                 'contender',
@@ -312,7 +411,12 @@ def main(argv: Optional[list[str]] = None) -> int:
     parser.add_argument('--tmpfs', default='/dev/shm', help='a tmpfs folder for the trials')
     parser.add_argument('--only', default=','.join(CONTENDERS), help='comma-separated contenders')
     parser.add_argument(
-        '--scenarios', default='a-disk,a-tmpfs,b-disk', help='comma-separated workload-storage pairs (a|b)-(disk|tmpfs)'
+        '--scenarios',
+        default='a-disk,a-tmpfs,b-disk,r-tmpfs',
+        help='comma-separated workload-storage pairs (a|b|r)-(disk|tmpfs)',
+    )
+    parser.add_argument(
+        '--rev', action='append', default=[], help='also run stashworks as of this git revision (repeatable)'
     )
     parser.add_argument('--json', help='also write the raw times here')
     parser.add_argument('--quick', action='store_true', help='a smoke test: 2 reps, few items')
@@ -329,6 +433,13 @@ def main(argv: Optional[list[str]] = None) -> int:
             print(f'stashworks batch layer not available, skipped: {why}', file=sys.stderr)
             contenders.remove('stashworks')
 
+    rev_dirs = []
+    for rev in args.rev:
+        package, where = load_revision(rev)
+        REVISIONS[f'stashworks@{rev}'] = package
+        contenders.append(f'stashworks@{rev}')
+        rev_dirs.append(where)
+
     spin, per_item = calibrate(args.ms / 1e3)
     print(f'workload b: spin {spin}, {per_item * 1e3:.2f} ms per item (best of 5)', file=sys.stderr)
     load_start = machine_note()
@@ -337,14 +448,15 @@ def main(argv: Optional[list[str]] = None) -> int:
     scenarios = []
     for spec in args.scenarios.split(','):
         workload, storage = spec.split('-')
-        n = args.trivial if workload == 'a' else args.heavy
-        scenarios.append(Scenario(workload, storage, n, 0 if workload == 'a' else spin, dirs[storage]))
+        n = {'a': args.trivial, 'b': args.heavy, 'r': REMAINDER_TOTAL}[workload]
+        scenarios.append(Scenario(workload, storage, n, spin if workload == 'b' else 0, dirs[storage]))
     try:
         for rep in range(args.reps):
             order = rotated(contenders, rep)
             for sc in scenarios:
                 for contender in order:
-                    run_trial(sc, contender, rep, args.workers)
+                    if runs_workload(contender, sc.workload):
+                        run_trial(sc, contender, rep, args.workers)
         print(report(scenarios, contenders, args.workers))
         print(f'\nMachine at start: {load_start}\nMachine at end:   {machine_note()}')
         if args.json:
@@ -360,6 +472,8 @@ def main(argv: Optional[list[str]] = None) -> int:
     finally:
         for d in dirs.values():
             d.remove()
+        for where in rev_dirs:
+            shutil.rmtree(where, ignore_errors=True)
     return 0
 
 
