@@ -140,6 +140,8 @@ def _print_status(report: dict[str, Any]) -> None:
         echo(f'  workers:     {plural(workers, "worker")}')
     if status.get('executor'):
         echo(f'  executor:    {status.get("executor")}')
+    if status.get('dashboard'):
+        echo(f'  dashboard: {status.get("dashboard")}')
     if report['killed']:
         echo("the batch's process is gone but it never finished (killed?); run it again to resume")
     elif state == 'crashed':

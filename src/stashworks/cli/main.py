@@ -127,6 +127,29 @@ def _add_batch_options(parser: argparse.ArgumentParser) -> None:
         help='times a key whose worker died is tried again before it is recorded as a failure (default 2)',
     )
     group.add_argument(
+        '--retries',
+        type=_count,
+        default=0,
+        metavar='N',
+        help='times an item that raised is computed again, in the same worker, before its failure is recorded '
+        '(default 0)',
+    )
+    cluster = parser.add_argument_group('Dask cluster')
+    cluster.add_argument(
+        '--scheduler',
+        metavar='ADDRESS',
+        default=None,
+        help='run on the Dask cluster whose scheduler is at ADDRESS, such as tcp://node01:8786 '
+        '(default: $DASK_SCHEDULER_ADDRESS if set, else the local process pool)',
+    )
+    cluster.add_argument(
+        '--scheduler-timeout',
+        type=float,
+        default=60.0,
+        metavar='SECONDS',
+        help='stop the batch when the scheduler has been out of reach this long (default 60)',
+    )
+    group.add_argument(
         '--memory-limit',
         type=_memory,
         default=None,

@@ -28,6 +28,7 @@ from .common import (
     EXIT_INTERRUPTED,
     EXIT_TERMINATED,
     CliError,
+    UsageError,
     echo,
     first_line,
     format_duration,
@@ -93,13 +94,37 @@ def batch_options(args: argparse.Namespace) -> dict[str, Any]:
         'chunk_size': args.chunk_size,
         'progress': args.progress,
         'max_retries': args.max_retries,
+        'retries': args.retries,
         'memory_limit': args.memory_limit,
         'max_items_per_worker': args.max_items_per_worker,
         'start_method': args.start_method,
     }
+    address = cluster_address(args)
     if args.serial:
+        if address and args.scheduler:
+            raise UsageError('--serial computes in this process; it cannot go with --scheduler')
         options['executor'] = 'serial'
+    elif address:
+        from ..multi.dask import DaskExecutor
+
+        options['executor'] = DaskExecutor(address, scheduler_timeout=args.scheduler_timeout)
     return options
+
+
+def cluster_address(args: argparse.Namespace) -> Optional[str]:
+    """The Dask scheduler to run on: ``--scheduler``, else ``$DASK_SCHEDULER_ADDRESS``, else ``None``."""
+    return args.scheduler or os.environ.get('DASK_SCHEDULER_ADDRESS') or None
+
+
+def _show_dashboard(options: dict[str, Any]) -> None:
+    """Connect to the cluster now and say where its dashboard is, before the batch starts."""
+    executor: Any = options.get('executor')
+    connect = getattr(executor, 'connect', None)
+    if connect is None:
+        return
+    connect()
+    link = getattr(executor, 'dashboard_link', None)
+    note(f'running on the Dask cluster at {executor.address}' + (f'; dashboard: {link}' if link else ''))
 
 
 def _batch(
@@ -116,7 +141,9 @@ def _batch(
         store = open_output(out, kind=args.store)
     except (BatchError, ImportError) as exc:
         raise CliError(str(exc)) from exc
-    return MultiProcessFactoryStash(store, func, keys=keys, **batch_options(args))
+    options = batch_options(args)
+    _show_dashboard(options)
+    return MultiProcessFactoryStash(store, func, keys=keys, **options)
 
 
 def _warn_about_workers(args: argparse.Namespace) -> None:

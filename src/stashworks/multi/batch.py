@@ -291,6 +291,10 @@ class Batch:
         self.result.workers = workers
         self.queue.chunker = Chunker(settings.chunk_size, workers)
         self.status.data.update(workers=workers, executor=self.executor.description)
+        dashboard = getattr(self.executor, 'dashboard_link', None)
+        if dashboard:
+            # A cluster's dashboard, for whoever watches the batch (stashworks status).
+            self.status.data['dashboard'] = dashboard
         logger.info(
             'computing %d of %d items with %s (%d done before, %d failed before)',
             len(plan.missing),
