@@ -316,3 +316,38 @@ def test_a_persisted_file_that_cannot_be_opened_is_a_read_error_naming_it(tmp_pa
 
     with pytest.raises(StashReadError, match=r'value\.dat'):
         Owner().v()
+
+
+# -- real mounts (root only; skipped with the reason elsewhere) -----------------------
+
+
+def test_on_a_read_only_mount_reads_work_and_writes_are_write_errors(tmp_path: Path) -> None:
+    from mounts import _mount, tmpfs
+
+    with tmpfs(tmp_path / 'm') as folder:
+        DirectoryStash(folder).dump('k', 1)
+        IncrementKeyDirectoryStash(folder).dump('first')
+        _mount('-o', 'remount,ro', str(folder))
+        stash = DirectoryStash(folder)  # its case probe cannot write here
+        assert (sorted(stash.keys()), stash.load('k')) == (['data-1', 'k'], 1)
+        with pytest.raises(StashWriteError) as info:
+            stash.delete('k')
+        check_names(info.value, "'k'", str(folder / 'k.dat'), 'DirectoryStash')
+        with pytest.raises(StashWriteError, match="'j'"):
+            stash.dump('j', 2)
+        with pytest.raises(StashWriteError, match="'2'"):
+            IncrementKeyDirectoryStash(folder).dump('second')
+        assert stash.load('k') == 1
+
+
+def test_on_a_full_disk_an_increment_dump_is_a_write_error_and_leaves_no_item(tmp_path: Path) -> None:
+    from mounts import fill_disk, tmpfs
+
+    with tmpfs(tmp_path / 'm', '256k') as folder:
+        stash = IncrementKeyDirectoryStash(folder)
+        stash.dump('first')
+        filler = fill_disk(folder)
+        with pytest.raises(StashWriteError, match="'2'"):
+            stash.dump(b'x' * 100_000)
+        filler.unlink()
+        assert (stash.keys(), [p.name for p in folder.iterdir()]) == (['1'], ['data-1.dat'])
