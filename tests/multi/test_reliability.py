@@ -43,7 +43,6 @@ def markers(tmp_path: Path) -> Path:
 # -- hangs -------------------------------------------------------------------
 
 
-@pytest.mark.xfail(strict=True, reason='issue 9: no item_timeout yet')
 def test_a_hung_key_times_out_and_the_rest_is_computed_elsewhere(
     tmp_path: Path, start_method: str, markers: Path
 ) -> None:
@@ -73,7 +72,6 @@ def test_a_hung_key_times_out_and_the_rest_is_computed_elsewhere(
     assert computations(markers)['k001'] == 1
 
 
-@pytest.mark.xfail(strict=True, reason='issue 9: no item_timeout yet')
 def test_item_timeout_counts_from_the_start_of_each_item(tmp_path: Path, markers: Path) -> None:
     # Ten items of 0.6 s each on one worker: 6 s per chunk, each item well
     # under the 2 s limit, so none times out.
@@ -83,14 +81,12 @@ def test_item_timeout_counts_from_the_start_of_each_item(tmp_path: Path, markers
     assert len(DirectoryStash(tmp_path / 'out').keys()) == 10
 
 
-@pytest.mark.xfail(strict=True, reason='issue 9: no item_timeout yet')
 @pytest.mark.parametrize('bad', [0, -1, 'soon'])
 def test_item_timeout_must_be_a_positive_number(tmp_path: Path, bad: Any) -> None:
     with pytest.raises((ValueError, TypeError), match='item_timeout must'):
         batch(tmp_path / 'out', identity, keys(2), item_timeout=bad)
 
 
-@pytest.mark.xfail(strict=True, reason='issue 9: no item_timeout yet')
 def test_the_serial_executor_says_it_does_not_enforce_item_timeout(
     tmp_path: Path, caplog: pytest.LogCaptureFixture
 ) -> None:
@@ -109,7 +105,6 @@ def _kill_helpers(pids: Path) -> None:
             pass
 
 
-@pytest.mark.xfail(strict=True, reason='issue 9: a forked helper holds the worker sentinel pipe open')
 def test_a_forked_helper_does_not_delay_noticing_that_its_worker_died(tmp_path: Path, start_method: str) -> None:
     pids = tmp_path / 'pids'
     pids.mkdir()
@@ -143,7 +138,6 @@ def test_a_forked_helper_does_not_delay_noticing_that_its_worker_died(tmp_path: 
 # -- lies --------------------------------------------------------------------
 
 
-@pytest.mark.xfail(strict=True, reason='issue 9: duplicate keys are computed again on every run')
 def test_duplicate_keys_are_computed_once_and_never_again(tmp_path: Path, markers: Path) -> None:
     work = ['k000', 'k000', 'k001', 'k001', 'k002']
     out = tmp_path / 'out'
@@ -157,7 +151,6 @@ def test_duplicate_keys_are_computed_once_and_never_again(tmp_path: Path, marker
     assert stash.last_result.computed == 0 and stash.last_result.failed == 0
 
 
-@pytest.mark.xfail(strict=True, reason='issue 9: a surrogate key gets no failure record')
 def test_a_failing_key_that_is_not_utf8_gets_its_failure_record(tmp_path: Path, markers: Path) -> None:
     bad = os.fsdecode(b'caf\xe9')  # a Latin-1 file name, as os.listdir returns it
     assert '\udce9' in bad
@@ -173,7 +166,6 @@ def test_a_failing_key_that_is_not_utf8_gets_its_failure_record(tmp_path: Path, 
     assert computations(markers)[bad] == 1
 
 
-@pytest.mark.xfail(strict=True, reason='issue 9: a surrogate message gets no failure record')
 def test_a_failure_message_that_is_not_utf8_is_recorded(tmp_path: Path) -> None:
     out = tmp_path / 'out'
     stash = batch(out, BadMessage('k001'), keys(3), workers=1)
@@ -184,7 +176,6 @@ def test_a_failure_message_that_is_not_utf8_is_recorded(tmp_path: Path) -> None:
     assert 'cannot read caf' in record.message
 
 
-@pytest.mark.xfail(strict=True, reason='issue 9: BaseExceptions are recorded as WorkerDied')
 @pytest.mark.parametrize('kind', ['SystemExit', 'KeyboardInterrupt', 'GeneratorExit', 'CustomBase', 'BadStr'])
 def test_a_base_exception_in_a_job_is_recorded_as_itself(
     tmp_path: Path, start_method: str, markers: Path, kind: str
@@ -203,7 +194,6 @@ def test_a_base_exception_in_a_job_is_recorded_as_itself(
     assert stash.last_result is not None and stash.last_result.lost == 0
 
 
-@pytest.mark.xfail(strict=True, reason='issue 9: max_retries=0 retries a culprit that shared a chunk')
 def test_max_retries_zero_never_retries_a_key_that_shared_a_chunk(
     tmp_path: Path, start_method: str, markers: Path
 ) -> None:
@@ -224,7 +214,6 @@ def test_max_retries_zero_never_retries_a_key_that_shared_a_chunk(
     assert sorted(DirectoryStash(tmp_path / 'out').keys()) == ['k000', 'k002', 'k003']
 
 
-@pytest.mark.xfail(strict=True, reason='issue 9: an unwritable output folder is not refused up front')
 def test_an_output_folder_that_cannot_be_written_is_refused_before_any_work(tmp_path: Path, markers: Path) -> None:
     with read_only_folder(tmp_path / 'ro') as ro:
         stash = batch(ro, Work(markers), keys(50))
@@ -270,7 +259,6 @@ def how(request: pytest.FixtureRequest) -> dict[str, Any]:
     return {'start_method': request.param, 'workers': 1}
 
 
-@pytest.mark.xfail(strict=True, reason='issue 9: relative paths are resolved in the worker')
 def test_a_job_that_changes_directory_does_not_move_the_batch(
     tmp_path: Path, monkeypatch: pytest.MonkeyPatch, how: dict[str, Any]
 ) -> None:

@@ -24,6 +24,7 @@ from ..stash import Stash
 from .chunking import Chunker
 from .executor import Executor
 from .failures import FailureRecord, record_failure
+from .guard import ITEM_TIMEOUT, check_writable, timeout_message
 from .job import Job
 from .layout import find_directory, utc_now
 from .plan import Plan
@@ -83,13 +84,23 @@ class BatchResult:
         return text
 
 
-def prepare_output(delegate: Stash, executor: Executor) -> None:
+def prepare_output(delegate: Stash, executor: Executor, writes: Sequence[Path] = ()) -> None:
     """Check that the executor's workers can reach ``delegate``, and sweep stale temp files.
+
+    Args:
+        delegate: where the items go.
+        executor: where the chunks run.
+        writes: the folders the batch writes (items, failure records),
+            each checked by writing a small file there.
 
     Raises:
         BatchError: the delegate lives in this process's memory and the
-            executor runs chunks elsewhere.
+            executor runs chunks elsewhere, or a folder of ``writes``
+            cannot be written (one error naming the folder and the reason,
+            before any work, instead of one failure per key).
     """
+    for folder in writes:
+        check_writable(folder)
     if not executor.in_process and find_directory(delegate) is None:
         raise BatchError(
             f'{delegate!r} keeps its items in the memory of this process, so worker processes cannot '
@@ -380,12 +391,19 @@ class Batch:
             max_retries + 1,
         )
         self._emit('lost', key=culprit, chunk_id=chunk.id, size=len(chunk.units), message=reason)
-        if chunk.attempt >= max_retries and len(chunk.units) == 1:
+        timeout = report.extra.get('timeout')
+        limit = float(timeout) if report.error_type == ITEM_TIMEOUT and isinstance(timeout, (int, float)) else None
+        # A unit past item_timeout would only hang again: recorded at once.
+        # Otherwise the culprit is retried max_retries times, even when it
+        # shared its chunk (max_retries=0: never).
+        if limit is not None or chunk.attempt >= max_retries:
             pid = report.extra.get('pid', 0)
             record = FailureRecord(
                 key=culprit,
                 error_type=report.error_type,
-                message=f'the worker died while computing key {culprit!r}: {reason}',
+                message=timeout_message(culprit, limit)
+                if limit is not None
+                else f'the worker died while computing key {culprit!r}: {reason}',
                 worker=report.worker,
                 pid=pid if isinstance(pid, int) else 0,
                 time=utc_now(),

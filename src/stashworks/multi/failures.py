@@ -8,18 +8,20 @@ the command line and other tools can read them without importing the job.
 
 from __future__ import annotations
 
+import json
 import logging
 import os
 import traceback as _tb
 from dataclasses import asdict, dataclass, fields
 from pathlib import Path
-from typing import Any, Iterable, Union
+from typing import IO, Any, Iterable, Union
 
 from ..directory import DirectoryStash
 from ..errors import StashCorruptError, StashKeyError
 from ..memory import DictionaryStash
 from ..serial import JsonSerializer
 from ..stash import ReadOnlyStash, Stash
+from .guard import safe_str
 from .layout import STATE_DIR as STATE_DIR
 from .layout import failures_dir, utc_now, worker_name
 
@@ -59,7 +61,8 @@ class FailureRecord:
         return cls(
             key=key,
             error_type=type(exc).__name__,
-            message=str(exc),
+            # An exception whose __str__ raises is still recorded as itself.
+            message=safe_str(exc),
             traceback=''.join(_tb.format_exception(type(exc), exc, exc.__traceback__)),
             worker=worker_name(),
             pid=os.getpid(),
@@ -81,6 +84,23 @@ class FailureRecord:
         return f'{self.key!r}: {self.error_type}: {self.message}'
 
 
+class _RecordJson(JsonSerializer):
+    """UTF-8 JSON that also holds text which is not valid Unicode.
+
+    A key or message made from a file name that is not valid UTF-8 holds
+    lone surrogates (as ``os.listdir`` returns such names); UTF-8 cannot
+    encode them, so such a record is written with JSON's ``\\u`` escapes,
+    which read back to the same text.
+    """
+
+    def dump(self, value: Any, fh: IO[bytes]) -> None:
+        try:
+            data = json.dumps(value, indent=self.indent, ensure_ascii=False).encode('utf-8')
+        except UnicodeEncodeError:
+            data = json.dumps(value, indent=self.indent).encode('ascii')
+        fh.write(data)
+
+
 class FailureStash(Stash):
     """The failure records of a batch, one JSON file per key.
 
@@ -95,7 +115,7 @@ class FailureStash(Stash):
         self.path = Path(path)
         #: the records as stored: one JSON object per key, read without
         #: building :class:`FailureRecord` s (for tools that show them raw)
-        self.files = DirectoryStash(self.path, pattern='{name}.json', serializer=JsonSerializer())
+        self.files = DirectoryStash(self.path, pattern='{name}.json', serializer=_RecordJson())
 
     @classmethod
     def beside(cls, directory: Union[str, 'os.PathLike[str]']) -> 'FailureStash':

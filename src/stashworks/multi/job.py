@@ -31,6 +31,7 @@ __all__ = [
     'Ledger',
     'MissingResultError',
     'ProcessJob',
+    'WorkerStop',
     'buffers_writes',
     'dump_job',
     'load_job',
@@ -43,6 +44,21 @@ logger = logging.getLogger(__name__)
 StopCheck = Callable[[], bool]
 #: ``finish(unit, ok)``: called as each unit ends; ``True`` means stop.
 Finish = Callable[[str, bool], bool]
+
+#: What a job lets through instead of recording it as the unit's failure,
+#: when it runs in the caller's process: Ctrl-C and ``sys.exit()`` stop
+#: the caller as they would without a batch.
+IN_PROCESS_PASSTHROUGH: tuple[type[BaseException], ...] = (KeyboardInterrupt, SystemExit)
+
+
+class WorkerStop(SystemExit):
+    """A worker process was asked to stop (SIGTERM): never a unit's failure.
+
+    In a worker process every other exception a job raises, a
+    ``BaseException`` included (``SystemExit``, ``KeyboardInterrupt``,
+    ``GeneratorExit``...), is the failure of the unit that raised it.
+    """
+
 
 #: Longest a group of writes to a buffering store stays uncommitted, in
 #: seconds, and most units in one group.
@@ -113,6 +129,10 @@ class Job:
         delegate: the stash results are written to.
         failures: the store failure records are written to.
     """
+
+    #: Exceptions that stop the chunk instead of failing a unit; a worker
+    #: process sets ``(WorkerStop,)``.
+    passthrough: tuple[type[BaseException], ...] = IN_PROCESS_PASSTHROUGH
 
     def __init__(self, delegate: Stash, failures: Stash) -> None:
         self.delegate = delegate
@@ -268,7 +288,9 @@ class FactoryJob(Job):
         for i, key in enumerate(units):
             try:
                 value = self.compute(key)
-            except Exception as exc:
+            except BaseException as exc:
+                if isinstance(exc, self.passthrough):
+                    raise
                 self.record_failure(key, exc, chunk.attempt)
                 ok = False
             else:
@@ -306,14 +328,18 @@ class ProcessJob(Job):
         try:
             if self._run(list(pending.values()), pending, chunk, finish):
                 return True
-        except Exception:
+        except BaseException as exc:
+            if isinstance(exc, self.passthrough):
+                raise
             # Isolate: one unit at a time for what is left.
             logger.debug('_process failed in chunk %d; running its %d last units one by one', chunk.id, len(pending))
             for key, unit in list(pending.items()):
                 try:
                     if self._run([unit], pending, chunk, finish):
                         return True
-                except Exception as exc:
+                except BaseException as exc:
+                    if isinstance(exc, self.passthrough):
+                        raise
                     if key in pending:
                         del pending[key]
                         self.record_failure(key, exc, chunk.attempt)

@@ -47,7 +47,8 @@ import multiprocess
 from multiprocess.connection import wait
 
 from .executor import Executor
-from .job import Job, Ledger, dump_job, load_job
+from .guard import ITEM_TIMEOUT, death_handle
+from .job import Job, Ledger, WorkerStop, dump_job, load_job
 from .layout import worker_name
 from .wire import Chunk, ChunkReport, ExecutorError, Progress, Report
 from .workers import resolve_workers
@@ -137,9 +138,10 @@ def _set_pdeathsig() -> None:
 
 
 def _on_sigterm(signum: int, frame: Optional[FrameType]) -> None:
-    # SystemExit, not an Exception: no job records it as an item failure,
-    # and atomic_write removes its temp file on the way out.
-    raise SystemExit(128 + signum)
+    # WorkerStop, which the job lets through (it records any other
+    # exception as the unit's failure); atomic_write removes its temp file
+    # on the way out.
+    raise WorkerStop(128 + signum)
 
 
 def _memory_rss() -> int:
@@ -260,6 +262,9 @@ def _worker_main(
     except Exception:
         out.send(('error', 'could not load the job:\n' + traceback.format_exc()))
         return
+    # Only this worker's own stop passes through the job: a SystemExit or
+    # KeyboardInterrupt the job raises is its unit's failure.
+    job.passthrough = (WorkerStop,)
     threading.Thread(target=read_tasks, name='stashworks-tasks', daemon=True).start()
     out.send(('ready', os.getpid()))
     items = 0
@@ -321,10 +326,44 @@ class _Worker:
         self.retiring = ''
         self.error = ''
         self.closed = False
+        #: a pidfd readable once the process exits (None: use its sentinel),
+        #: which a process the job forked cannot hold open
+        self.death = death_handle(self.pid) if proc.pid is not None else None
+        #: when the unit it runs now started, as far as the parent knows
+        #: (``None`` between chunks)
+        self.since: Optional[float] = None
+        #: the item timeout it was stopped for (0: not stopped for one)
+        self.timed_out = 0.0
 
     @property
     def pid(self) -> int:
         return int(self.proc.pid or 0)
+
+    @property
+    def death_signal(self) -> Any:
+        """What to wait on for its exit."""
+        return self.death if self.death is not None else self.proc.sentinel
+
+    def join(self, timeout: float) -> None:
+        """Wait up to ``timeout`` seconds for the process to exit, and reap it."""
+        if self.death is None:
+            self.proc.join(timeout)
+            return
+        # Not proc.join(): it waits on the sentinel, which a helper the job
+        # forked keeps open after the worker itself exited.
+        if self.proc.exitcode is None:
+            wait([self.death], timeout)
+        if self.proc.exitcode is not None:
+            self.proc.join(0)
+
+    def release(self) -> None:
+        """Close the pidfd (once the process is reaped or given up on)."""
+        if self.death is not None:
+            try:
+                os.close(self.death)
+            except OSError:
+                pass
+            self.death = None
 
     def close(self) -> None:
         if self.closed:
@@ -352,6 +391,9 @@ class LocalPoolExecutor(Executor):
             before it is killed.
         flush_interval: seconds a worker holds finished items before it
             reports them in one message.
+        item_timeout: seconds one unit may run; a worker past it is
+            killed and replaced, and its chunk reported lost with
+            ``error_type`` ``'ItemTimeout'`` (``None``: no limit).
     """
 
     def __init__(
@@ -362,7 +404,9 @@ class LocalPoolExecutor(Executor):
         prefetch: int = 2,
         stop_timeout: float = 3.0,
         flush_interval: float = FLUSH_INTERVAL,
+        item_timeout: Optional[float] = None,
     ) -> None:
+        self.item_timeout = item_timeout
         self.start_method = start_method
         self.memory_limit = memory_limit
         self.max_items_per_worker = max_items_per_worker
@@ -500,10 +544,14 @@ class LocalPoolExecutor(Executor):
     def _handle(self, w: _Worker, msg: Any) -> None:
         kind = msg[0]
         if kind == 'items':
+            # Units ended: the one running now started about then.
+            w.since = time.monotonic()
             self._relay(w, msg[1], msg[2], msg[3])
         elif kind == 'start':
+            w.since = time.monotonic()
             w.started.add(msg[1])
         elif kind == 'end':
+            w.since = None
             _, chunk_id, done, failed, worker, extra = msg
             self._relay(w, chunk_id, done, failed)
             all_done, all_failed = w.relayed.pop(chunk_id, ([], []))
@@ -554,10 +602,13 @@ class LocalPoolExecutor(Executor):
     def _reap(self, w: _Worker) -> None:
         """A worker exited: report its running chunk lost, requeue the rest."""
         self._drain(w)
-        w.proc.join(1.0)
+        w.join(1.0)
         reason = exit_reason(w.proc.exitcode)
+        if w.timed_out:
+            reason = f'stopped after the item timeout of {w.timed_out:g} s'
         self._workers.remove(w)
         w.close()
+        w.release()
         if w.error:
             raise ExecutorError(f'a worker {w.error}')
         if not w.ready:
@@ -585,7 +636,8 @@ class LocalPoolExecutor(Executor):
                         lost=True,
                         reason=reason,
                         worker=worker_name(w.pid),
-                        extra={'pid': w.pid},
+                        extra={'pid': w.pid, 'timeout': w.timed_out} if w.timed_out else {'pid': w.pid},
+                        error_type=ITEM_TIMEOUT if w.timed_out else 'WorkerDied',
                     )
                 )
             else:
@@ -610,11 +662,12 @@ class LocalPoolExecutor(Executor):
                 wait_for = timeout - (time.monotonic() - last)
                 if wait_for <= 0:
                     return
+            wait_for = self._stop_overdue(wait_for)
             by_obj: dict[Any, tuple[_Worker, bool]] = {}
             for w in self._workers:
                 if not w.closed:
                     by_obj[w.result_r] = (w, False)
-                by_obj[w.proc.sentinel] = (w, True)
+                by_obj[w.death_signal] = (w, True)
             ready = wait(list(by_obj), timeout=wait_for)
             dead: list[_Worker] = []
             for obj in ready:
@@ -626,6 +679,33 @@ class LocalPoolExecutor(Executor):
                     self._drain(w)
             for w in dead:
                 self._reap(w)
+
+    def _stop_overdue(self, wait_for: Optional[float]) -> Optional[float]:
+        """Kill each worker whose current unit ran past ``item_timeout``.
+
+        Returns:
+            ``wait_for``, shortened to the next deadline of a running unit.
+        """
+        limit = self.item_timeout
+        if limit is None:
+            return wait_for
+        now = time.monotonic()
+        for w in self._workers:
+            if w.since is None or w.timed_out:
+                continue
+            left = w.since + limit - now
+            if left > 0:
+                wait_for = left if wait_for is None else min(wait_for, left)
+                continue
+            # SIGKILL: a unit stuck in C code never runs a SIGTERM handler.
+            # Its death is then reported like any other, as a timeout.
+            w.timed_out = limit
+            logger.warning('worker %d ran one item for more than %g s (item_timeout); stopping it', w.pid, limit)
+            try:
+                os.kill(w.pid, signal.SIGKILL)
+            except ProcessLookupError:
+                pass
+        return wait_for
 
     def shutdown(self, cancel: bool = False) -> None:
         if self._down and not self._workers:
@@ -648,13 +728,14 @@ class LocalPoolExecutor(Executor):
                         pass
         deadline = time.monotonic() + (self.stop_timeout if cancel else max(self.stop_timeout, 10.0))
         for w in workers:
-            w.proc.join(max(0.0, deadline - time.monotonic()))
+            w.join(max(0.0, deadline - time.monotonic()))
         for w in workers:
             if w.proc.is_alive():
                 logger.warning('worker %d did not stop in time; killing it', w.pid)
                 w.proc.kill()
-                w.proc.join(2.0)
+                w.join(2.0)
             w.close()
+            w.release()
         self._outstanding = 0
         self._out.clear()
 

@@ -13,6 +13,7 @@ from pathlib import Path
 from typing import Optional, Union
 
 from .executor import Executor
+from .guard import check_item_timeout
 from .progress import EventHook
 from .workers import parse_memory, resolve_workers
 
@@ -41,6 +42,7 @@ class BatchSettings:
     max_items_per_worker: Optional[int] = None
     start_method: Optional[str] = None
     state_dir: Union[str, 'os.PathLike[str]', None] = None
+    item_timeout: Optional[float] = None
 
     def __post_init__(self) -> None:
         resolve_workers(self.workers, cpus=1)  # validates
@@ -58,6 +60,7 @@ class BatchSettings:
         object.__setattr__(self, 'memory_limit', parse_memory(self.memory_limit))
         if self.state_dir is not None:
             object.__setattr__(self, 'state_dir', Path(self.state_dir))
+        object.__setattr__(self, 'item_timeout', check_item_timeout(self.item_timeout))
 
     @property
     def memory_bytes(self) -> Optional[int]:

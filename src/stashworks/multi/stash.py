@@ -21,11 +21,13 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Callable, Iterable, Iterator, Optional, Union
 
+from ..directory import DirectoryStash
 from ..errors import BatchError
 from ..stash import PrimablePreemptiveStash, Stash, check_key
 from .batch import Batch, BatchResult, prepare_output
 from .executor import Executor
 from .failures import FailureStash, MemoryFailureStash, ReadOnlyFailures
+from .guard import absolute
 from .job import FactoryJob, Job, ProcessJob
 from .layout import find_directory, status_path
 from .plan import iter_pairs, plan_batch
@@ -76,6 +78,9 @@ class MultiProcessStash(PrimablePreemptiveStash):
             the platform's).
         state_dir: where the batch keeps ``.stashworks/`` (failures,
             status); default: the delegate's directory.
+        item_timeout: seconds one item may take; a worker past it is
+            replaced and the key recorded as a failure with ``error_type``
+            ``'ItemTimeout'`` (local process pool only; ``None``: no limit).
 
     A subclass may also be declared as a zensols dataclass
     (``@dataclass class S(MultiProcessStash)`` with fields of its own): it
@@ -110,6 +115,7 @@ class MultiProcessStash(PrimablePreemptiveStash):
         max_items_per_worker: Optional[int] = None,
         start_method: Optional[str] = None,
         state_dir: Union[str, 'os.PathLike[str]', None] = None,
+        item_timeout: Optional[float] = None,
     ) -> None:
         self.delegate = delegate
         #: the batch's options, validated
@@ -125,6 +131,7 @@ class MultiProcessStash(PrimablePreemptiveStash):
             max_items_per_worker=max_items_per_worker,
             start_method=start_method,
             state_dir=state_dir,
+            item_timeout=item_timeout,
         )
         self.__post_init__()
 
@@ -195,16 +202,57 @@ class MultiProcessStash(PrimablePreemptiveStash):
         """The batch's status file, or ``None`` for a delegate with no directory."""
         return status_path(self.state_dir) if self.state_dir is not None else None
 
+    def _absolute_paths(self) -> None:
+        """Make every folder the batch writes absolute, once, here in the parent.
+
+        A job may change the working directory (``os.chdir``), in a worker
+        or, with the serial executor, in this process: a relative folder
+        would then name another place, and items would land where nobody
+        looks.  The stash keeps the absolute paths afterwards.
+        """
+        store: Optional[Stash] = self.delegate
+        for _ in range(32):  # follow wrappers (a cache...) to the folder
+            if store is None:
+                break
+            if isinstance(store, DirectoryStash) and not store.path.is_absolute():
+                store.path = absolute(store.path)
+            store = getattr(store, 'delegate', None)
+        if self.state_dir is not None and not self.state_dir.is_absolute():
+            self.state_dir = absolute(self.state_dir)
+        failures = self._failure_store
+        if isinstance(failures, FailureStash) and not failures.path.is_absolute():
+            self._failure_store = FailureStash(absolute(failures.path))
+
+    def _with_item_timeout(self, executor: Executor) -> Executor:
+        """Give ``executor`` the ``item_timeout`` option, or say that it cannot enforce it."""
+        limit = self.settings.item_timeout
+        if limit is None:
+            return executor
+        if isinstance(executor, LocalPoolExecutor):
+            if executor.item_timeout is None:
+                executor.item_timeout = limit
+        else:
+            # The serial executor runs items in this process, which
+            # nothing outside can stop without stopping the caller too.
+            logger.warning(
+                'item_timeout=%g is not enforced by the %s executor: an item that hangs hangs the batch '
+                '(the local process pool enforces it)',
+                limit,
+                executor.description,
+            )
+        return executor
+
     def _make_executor(self) -> Executor:
         choice, settings = self.settings.executor, self.settings
         if isinstance(choice, Executor):
-            return choice
+            return self._with_item_timeout(choice)
         if choice == 'serial':
-            return SerialExecutor()
+            return self._with_item_timeout(SerialExecutor())
         return LocalPoolExecutor(
             start_method=settings.start_method,
             memory_limit=settings.memory_bytes,
             max_items_per_worker=settings.max_items_per_worker,
+            item_timeout=settings.item_timeout,
         )
 
     def prime(self) -> BatchResult:  # type: ignore[override]
@@ -226,12 +274,13 @@ class MultiProcessStash(PrimablePreemptiveStash):
         started = time.monotonic()
         result = self.last_result = BatchResult()
         try:
+            self._absolute_paths()
             job = self._make_job()
             plan = plan_batch(self._work(), job.delegate, job.failures)
             result.total, result.done_before, result.failed_before = plan.total, plan.done_before, plan.failed_before
             if plan.missing:
                 executor = self._make_executor()
-                prepare_output(job.delegate, executor)
+                prepare_output(job.delegate, executor, writes=job.shared_paths())
                 with Batch(plan, job, executor, self.settings, result, self.status_path, started) as batch:
                     batch.start()
                     batch.run()
@@ -335,6 +384,7 @@ class MultiProcessFactoryStash(MultiProcessStash):
         max_items_per_worker: Optional[int] = None,
         start_method: Optional[str] = None,
         state_dir: Union[str, 'os.PathLike[str]', None] = None,
+        item_timeout: Optional[float] = None,
     ) -> None:
         if not isinstance(factory, Stash):
             if not callable(factory):
@@ -354,6 +404,7 @@ class MultiProcessFactoryStash(MultiProcessStash):
             max_items_per_worker=max_items_per_worker,
             start_method=start_method,
             state_dir=state_dir,
+            item_timeout=item_timeout,
         )
         self.factory = factory
         self.work_keys = keys
