@@ -134,6 +134,14 @@ def _add_batch_options(parser: argparse.ArgumentParser) -> None:
         help='times an item that raised is computed again, in the same worker, before its failure is recorded '
         '(default 0)',
     )
+    group.add_argument(
+        '--item-timeout',
+        type=_seconds,
+        default=None,
+        metavar='SECONDS',
+        help='stop an item that runs longer than this, replace its worker and record the key as a failure '
+        '(ItemTimeout); default: no limit',
+    )
     cluster = parser.add_argument_group('Dask cluster')
     cluster.add_argument(
         '--scheduler',

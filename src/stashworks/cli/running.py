@@ -95,6 +95,7 @@ def batch_options(args: argparse.Namespace) -> dict[str, Any]:
         'progress': args.progress,
         'max_retries': args.max_retries,
         'retries': args.retries,
+        'item_timeout': args.item_timeout,
         'memory_limit': args.memory_limit,
         'max_items_per_worker': args.max_items_per_worker,
         'start_method': args.start_method,
