@@ -36,6 +36,7 @@ from .multi import (
     MultiProcessFactoryStash,
     MultiProcessStash,
     SerialExecutor,
+    StaleItemsError,
 )
 from .persisted import PersistableContainer, PersistedWork, persisted
 from .serial import (
@@ -117,6 +118,7 @@ __all__ = [
     'StashSignatureError',
     'StashWarning',
     'StashWriteError',
+    'StaleItemsError',
     'UnionStash',
     'dealloc',
     'persisted',

@@ -382,7 +382,7 @@ def test_a_folder_with_no_record_at_all_counts_units_stored_under_their_id() -> 
 
 
 def test_a_unit_id_that_is_not_a_str_is_a_type_error() -> None:
-    with pytest.raises(TypeError, match='#1 is not a str but int'):
+    with pytest.raises(BatchError, match='#1 is not a str but int'):
         plan_units([('a', None), (1, None)], members(set()), members(set()), 'v', None, one_key=True)  # type: ignore[list-item]
 
 

@@ -12,12 +12,14 @@ from __future__ import annotations
 from .batch import BatchResult
 from .executor import Executor
 from .failures import FailureRecord, FailureStash
+from .fingerprint import fingerprint
 from .pool import LocalPoolExecutor
 from .progress import BatchEvent
 from .serial import SerialExecutor
 from .settings import BatchSettings
 from .stash import MultiProcessFactoryStash, MultiProcessStash
 from .status import read_status
+from .units import Census, StaleItemsError, UnitLog, UnitRecord, read_census, unit_id
 from .wire import Chunk, ChunkReport, ExecutorError, ItemEvent, Progress
 from .workers import parse_memory, resolve_workers, usable_cpus
 
@@ -25,6 +27,7 @@ __all__ = [
     'BatchEvent',
     'BatchResult',
     'BatchSettings',
+    'Census',
     'Chunk',
     'ChunkReport',
     'Executor',
@@ -37,8 +40,14 @@ __all__ = [
     'MultiProcessStash',
     'Progress',
     'SerialExecutor',
+    'StaleItemsError',
+    'UnitLog',
+    'UnitRecord',
+    'fingerprint',
     'parse_memory',
+    'read_census',
     'read_status',
     'resolve_workers',
+    'unit_id',
     'usable_cpus',
 ]

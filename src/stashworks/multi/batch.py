@@ -274,11 +274,13 @@ class Batch:
             The units neither stored nor failed, in chunk order.
         """
         delegate, failures = self.job.delegate, self.job.failures
+        # A job whose units store other keys than their own says itself.
+        finished = getattr(self.job, 'unit_done', delegate.exists)
         done, failed, unfinished = [], [], []
         for unit in state.chunk.units:
             if unit in state.heard:
                 continue
-            if delegate.exists(unit):
+            if finished(unit):
                 done.append(unit)
             elif failures.exists(unit):
                 failed.append(unit)

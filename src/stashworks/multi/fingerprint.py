@@ -28,6 +28,12 @@ read: ``module.qualname`` plus the top-level package's ``__version__``
 when it has one, so upgrading an installed package changes the
 fingerprint but its internals are never walked.
 
+The state of an object whose method runs (a callable object's
+attributes, a stash's folder and options) is configuration, not code, and
+is left out: such values often differ from run to run (paths, handles)
+without changing what is computed.  Closure values, default arguments and
+:func:`functools.partial` arguments are part of the code and count.
+
 Values are encoded canonically: sets and dict keys sorted, floats by
 ``repr``, nothing by ``id()`` or ``hash()``.  An object that is not plain
 data (and not of a user class, whose attributes are encoded) is digested
@@ -87,6 +93,12 @@ _CLASS_SKIP = frozenset(
         '__orig_bases__',
         '__parameters__',
         '__abstractmethods__',
+        # Added to a class by pickling its instances (copyreg), not by its code.
+        '__slotnames__',
+        # What dataclass generated from the class body, whose code (the
+        # generated __init__ with its defaults) is walked anyway.
+        '__dataclass_fields__',
+        '__dataclass_params__',
     }
 )
 
@@ -194,8 +206,6 @@ class _Walker:
         self.memo: dict[int, str] = {}
         self.active: set[int] = set()
         self.keep: list[Any] = []
-        #: attribute names read by any user code walked so far
-        self.attr_names: set[str] = set()
 
     # -- roots --------------------------------------------------------------
 
@@ -210,16 +220,15 @@ class _Walker:
         return ('callable', self.instance(obj))
 
     def instance(self, obj: Any) -> Any:
-        """An object whose method runs: its class, and the attributes its code reads."""
+        """An object whose method runs: its class's code, not its state.
+
+        An instance's attributes are configuration (a stash's folder and
+        options, a callable object's settings), often paths or handles that
+        differ from run to run without changing what is computed; a value
+        that does change results belongs in ``version=``.
+        """
         cls = obj if isinstance(obj, type) else type(obj)
-        class_token = self.cls(cls, ignore=self.ignore)
-        state = getattr(obj, '__dict__', None)
-        if isinstance(obj, type) or not isinstance(state, dict) or not _is_user_module(cls.__module__):
-            return (class_token,)
-        # Only what the walked code reads by name (``self.scale``): the rest
-        # of an instance (a stash's delegate, workers...) is run-time setup.
-        read = sorted(n for n in state if isinstance(n, str) and n in self.attr_names and n not in self.ignore)
-        return (class_token, tuple((n, self.value(state[n])) for n in read))
+        return (self.cls(cls, ignore=self.ignore),)
 
     # -- memoised digests of code-bearing objects ---------------------------
 
@@ -252,7 +261,6 @@ class _Walker:
         globals_read: set[str] = set()
         attrs: set[str] = set()
         code_token = self.code(code, globals_read, attrs)
-        self.attr_names.update(attrs)
         closure: list[Any] = []
         for name, cell in zip(code.co_freevars, func.__closure__ or (), strict=False):
             try:

@@ -28,20 +28,33 @@ from .batch import Batch, BatchResult, prepare_output
 from .executor import Executor
 from .failures import FailureStash, MemoryFailureStash, ReadOnlyFailures
 from .guard import absolute
-from .job import FactoryJob, Job, ProcessJob
+from .job import Job
 from .layout import find_directory, status_path
-from .plan import iter_pairs, plan_batch
+from .plan import Membership, Plan, iter_pairs, plan_batch
 from .pool import LocalPoolExecutor
 from .progress import EventHook
 from .retrying import with_retries
 from .serial import SerialExecutor
 from .settings import BatchSettings
+from .units import (
+    Census,
+    MemoryUnitLog,
+    Provenance,
+    UnitJob,
+    UnitLog,
+    code_version,
+    keep_stale,
+    plan_units,
+    stale_error,
+    unit_id,
+    write_census,
+)
 
 __all__ = ['MultiProcessStash', 'MultiProcessFactoryStash']
 
 logger = logging.getLogger(__name__)
 
-KeySource = Union[Iterable[str], Callable[[], Iterable[str]]]
+KeySource = Union[Iterable[Any], Callable[[], Iterable[Any]]]
 
 
 @dataclass(init=False, repr=False, eq=False)
@@ -78,6 +91,15 @@ class MultiProcessStash(PrimablePreemptiveStash):
             the platform's).
         state_dir: where the batch keeps ``.stashworks/`` (failures,
             status); default: the delegate's directory.
+        version: the version of the code that computes items, a string
+            you change when results must change; default: a fingerprint
+            of that code (see docs/batch.md, "Units and versions").
+        on_stale: when the output holds units computed by another
+            version: ``'error'`` (raise :class:`StaleItemsError` before any
+            work), ``'recompute'`` (compute those units again) or
+            ``'keep'`` (keep them, and record that choice).
+        unit_id: the identity of a work unit (a ``str``); default:
+            ``str`` of a ``str``, ``int`` or path unit, a digest of any other.
         item_timeout: seconds one item may take; a worker past it is
             replaced and the key recorded as a failure with ``error_type``
             ``'ItemTimeout'`` (local process pool only; ``None``: no limit).
@@ -115,9 +137,14 @@ class MultiProcessStash(PrimablePreemptiveStash):
         max_items_per_worker: Optional[int] = None,
         start_method: Optional[str] = None,
         state_dir: Union[str, 'os.PathLike[str]', None] = None,
+        version: Optional[str] = None,
+        on_stale: str = 'error',
+        unit_id: Optional[Callable[[Any], str]] = None,
         item_timeout: Optional[float] = None,
     ) -> None:
         self.delegate = delegate
+        #: the batch's options about units and versions
+        self.provenance = Provenance(version, on_stale, unit_id)
         #: the batch's options, validated
         self.settings = BatchSettings(
             workers=workers,
@@ -153,6 +180,9 @@ class MultiProcessStash(PrimablePreemptiveStash):
 
     # -- the subclass form -------------------------------------------------
 
+    #: options about units and versions (the constructor sets its own)
+    provenance = Provenance()
+
     def _create_data(self) -> Iterable[Any]:
         """Yield the work units (in the parent); by default a unit is its key.
 
@@ -176,14 +206,45 @@ class MultiProcessStash(PrimablePreemptiveStash):
     # -- how the batch is built (overridden by the factory form) -----------
 
     def _work(self) -> Iterator[tuple[str, Any]]:
+        ident = self._unit_id
         for unit in self._create_data():
-            key = self._key_of(unit)
-            yield key, None if unit is key else unit
+            uid = ident(unit)
+            yield uid, None if unit is uid else unit
+
+    def _unit_id(self, unit: Any) -> str:
+        """The identity of a work unit: ``unit_id=``, a subclass's ``_key_of``, or the default."""
+        custom = self.provenance.unit_id
+        if custom is not None:
+            return custom(unit)
+        if type(self)._key_of is not MultiProcessStash._key_of:
+            return self._key_of(unit)  # the earlier name of the hook
+        return unit_id(unit)
+
+    def _code(self) -> Any:
+        """What computes items, for the fingerprint."""
+        return self._process
+
+    def _one_key(self) -> bool:
+        """Whether each unit stores exactly one item, under its own id."""
+        return False
+
+    def _version(self) -> str:
+        return code_version(self._code(), self.provenance.version)
+
+    def _unit_log(self) -> UnitLog:
+        if self.state_dir is not None:
+            return UnitLog.beside(self.state_dir)
+        log = self.__dict__.get('_memory_units')
+        if not isinstance(log, UnitLog):
+            log = self.__dict__['_memory_units'] = MemoryUnitLog()
+        return log
 
     def _make_job(self) -> Job:
         # The bound method travels to the workers (with this stash, minus
         # what belongs to the parent's run: see __getstate__).
-        return ProcessJob(self._raw_delegate(), self._failure_store, self._process)
+        return UnitJob(
+            self._raw_delegate(), self._failure_store, self._process, 'process', self._version(), self._unit_log()
+        )
 
     def _raw_delegate(self) -> Stash:
         if self.delegate is None:
@@ -276,7 +337,7 @@ class MultiProcessStash(PrimablePreemptiveStash):
         try:
             self._absolute_paths()
             job = self._make_job()
-            plan = plan_batch(self._work(), job.delegate, job.failures)
+            plan = self._plan(job)
             result.total, result.done_before, result.failed_before = plan.total, plan.done_before, plan.failed_before
             if plan.missing:
                 executor = self._make_executor()
@@ -289,9 +350,69 @@ class MultiProcessStash(PrimablePreemptiveStash):
                 logger.debug('nothing to compute: %s', result)
         finally:
             self._priming = False
+        self._after_run(result)
         self._primed = True
         self.reset_has_data()
         return result
+
+    def _plan(self, job: Job) -> Plan:
+        """Which units to compute; stale units are handled as ``on_stale`` says.
+
+        Raises:
+            StaleItemsError: units were computed by another version and
+                ``on_stale`` is ``'error'``.
+        """
+        version = job.version if isinstance(job, UnitJob) else self._version()
+        log = self._unit_log()
+        self._stale_handled = False
+        if self._one_key() and log.only(version):
+            # The store's keys are the truth and no other version ever
+            # recorded a unit: one listing, no record read.
+            plan = plan_batch(self._work(), job.delegate, job.failures)
+            census = Census(version, units=plan.total, done_units=plan.done_before, done_items=plan.done_before)
+            census.failed_units, census.missing_units = plan.failed_before, len(plan.missing)
+            self.census = census
+            write_census(self.state_dir, census)
+            return plan
+        stored, failed = Membership(job.delegate), Membership(job.failures)
+        units = plan_units(self._work(), stored, failed, version, log.latest_rows(), self._one_key())
+        if units.stale:
+            where = str(self.state_dir) if self.state_dir is not None else repr(job.delegate)
+            choice = self.provenance.on_stale
+            if choice == 'error':
+                self.census = units.census
+                write_census(self.state_dir, units.census)
+                raise stale_error(units, where)
+            if choice == 'keep':
+                kept = keep_stale(log, units, version)
+                logger.warning('kept %d units computed by other versions in %s (on_stale=keep)', kept, where)
+            else:
+                logger.warning('computing %d stale units again in %s (on_stale=recompute)', len(units.stale), where)
+                units.missing.extend(units.stale)
+            self._stale_handled = True
+        self.census = units.census
+        write_census(self.state_dir, units.census)
+        return Plan(units.missing, units.payload, units.census.done_units, units.census.failed_units)
+
+    def _after_run(self, result: BatchResult) -> None:
+        if getattr(self, '_stale_handled', False) and not result.interrupted and not result.missing:
+            # Every stale unit was computed again or kept: their old
+            # records only slow the next reader down.
+            self._unit_log().prune(self._version())
+        census = self.unit_census()
+        self.census = census
+        write_census(self.state_dir, census)
+
+    def unit_census(self) -> Census:
+        """The batch's own units and items by state (done, stale, failed, missing), computing nothing."""
+        delegate = self._raw_delegate()
+        version = self._version()
+        log = self._unit_log()
+        rows = None if self._one_key() and log.only(version) else log.latest_rows()
+        units = plan_units(
+            self._work(), Membership(delegate), Membership(self._failure_store), version, rows, self._one_key()
+        )
+        return units.census
 
     def retry_failures(self) -> BatchResult:
         """Clear the recorded failures and compute those keys again.
@@ -318,6 +439,7 @@ class MultiProcessStash(PrimablePreemptiveStash):
         if self.delegate is not None:
             self.delegate.clear()
         self._failure_store.clear()
+        self._unit_log().clear()
         self.invalidate()
 
     def close(self) -> None:
@@ -371,7 +493,7 @@ class MultiProcessFactoryStash(MultiProcessStash):
     def __init__(
         self,
         delegate: Stash,
-        factory: Union[Stash, Callable[[str], Any]],
+        factory: Union[Stash, Callable[[Any], Any]],
         keys: Optional[KeySource] = None,
         workers: Union[int, float] = 0,
         chunk_size: int = 0,
@@ -384,6 +506,10 @@ class MultiProcessFactoryStash(MultiProcessStash):
         max_items_per_worker: Optional[int] = None,
         start_method: Optional[str] = None,
         state_dir: Union[str, 'os.PathLike[str]', None] = None,
+        expand: bool = False,
+        version: Optional[str] = None,
+        on_stale: str = 'error',
+        unit_id: Optional[Callable[[Any], str]] = None,
         item_timeout: Optional[float] = None,
     ) -> None:
         if not isinstance(factory, Stash):
@@ -404,10 +530,18 @@ class MultiProcessFactoryStash(MultiProcessStash):
             max_items_per_worker=max_items_per_worker,
             start_method=start_method,
             state_dir=state_dir,
+            version=version,
+            on_stale=on_stale,
+            unit_id=unit_id,
             item_timeout=item_timeout,
         )
         self.factory = factory
         self.work_keys = keys
+        #: the factory returns a unit's ``(key, value)`` pairs
+        self.expand = bool(expand)
+
+    #: set by the constructor: the factory returns a unit's ``(key, value)`` pairs
+    expand = False
 
     def _keys_source(self) -> Iterable[str]:
         if self.work_keys is None:
@@ -418,11 +552,28 @@ class MultiProcessFactoryStash(MultiProcessStash):
         return self.work_keys
 
     def _work(self) -> Iterator[tuple[str, Any]]:
-        return iter_pairs(self._keys_source())
+        custom = self.provenance.unit_id
+        if custom is None and not self.expand:
+            # One item per key: the keys are str (the factory's contract,
+            # as for FactoryStash); planning names any that is not.
+            return iter_pairs(self._keys_source())
+        return self._expanded_work(custom)
+
+    def _expanded_work(self, custom: Optional[Callable[[Any], str]]) -> Iterator[tuple[str, Any]]:
+        for unit in self._keys_source():
+            uid = custom(unit) if custom is not None else unit_id(unit)
+            yield uid, None if unit is uid else unit
+
+    def _code(self) -> Any:
+        return self.factory.load if isinstance(self.factory, Stash) else self.factory
+
+    def _one_key(self) -> bool:
+        return not self.expand
 
     def _make_job(self) -> Job:
-        compute = self.factory.load if isinstance(self.factory, Stash) else self.factory
-        return FactoryJob(self._raw_delegate(), self._failure_store, with_retries(compute, self.settings.retries))
+        mode = 'expand' if self.expand else 'one'
+        code = with_retries(self._code(), self.settings.retries) if mode == 'one' else self._code()
+        return UnitJob(self._raw_delegate(), self._failure_store, code, mode, self._version(), self._unit_log())
 
     def __repr__(self) -> str:
         return f'{type(self).__name__}(delegate={self.delegate!r}, factory={self.factory!r})'

@@ -58,9 +58,12 @@ import zlib
 from dataclasses import dataclass, field
 from itertools import islice
 from pathlib import Path, PurePath
-from typing import Any, Callable, Iterable, Iterator, Mapping, NamedTuple, Optional, Sequence, Union
+from typing import IO, Any, Callable, Iterable, Iterator, Mapping, NamedTuple, Optional, Sequence, Union
 
 from ..errors import BatchError
+from ..stash import Stash
+from .job import Finish, Job, Ledger, StopCheck
+from .wire import Chunk
 
 __all__ = [
     'UNITS_DIR',
@@ -71,6 +74,12 @@ __all__ = [
     'UnitRecord',
     'StaleItemsError',
     'ON_STALE',
+    'UnitJob',
+    'Provenance',
+    'read_census',
+    'write_census',
+    'code_version',
+    'stale_error',
     'check_on_stale',
     'keep_stale',
     'plan_units',
@@ -736,7 +745,7 @@ def plan_units(
         block: units asked about at once.
 
     Raises:
-        TypeError: a unit id is not a ``str``.
+        BatchError: a unit id is not a ``str``.
     """
     if one_key and not rows:
         return _plan_by_store(work, stored, failed, version, skip_failed, block)
@@ -821,7 +830,7 @@ def plan_units(
 def _check_ids(ids: Sequence[Any], counted: int) -> None:
     if not set(map(type, ids)) <= {str}:  # C-speed check of every id
         n, uid = next((n, u) for n, u in enumerate(ids, counted) if not isinstance(u, str))
-        raise TypeError(f'the id of work unit #{n} is not a str but {type(uid).__name__}: {uid!r}')
+        raise BatchError(f'the id of work unit #{n} is not a str but {type(uid).__name__}: {uid!r}')
 
 
 def _plan_by_store(
@@ -890,3 +899,254 @@ def keep_stale(log: UnitLog, plan: UnitPlan, version: str) -> int:
     census.stale_versions = {}
     plan.stale = {}
     return kept
+
+
+# -- the worker side: computing units and recording them --------------------
+
+#: Longest the record of a one-item unit waits in a worker's buffer when
+#: the store writes through (seconds).  Its item is the truth about it, so
+#: a record lost with a kill only loses which version computed it (it then
+#: counts as current).  The record of a unit of any other form is its
+#: completion, and is written as soon as the unit's items are durable.
+RECORD_SECONDS = 0.1
+
+#: How a :class:`UnitJob` calls its code: ``'one'`` (``compute(unit)`` is
+#: the unit's one item, stored under the unit's id), ``'expand'``
+#: (``compute(unit)`` returns the unit's ``(key, value)`` pairs) or
+#: ``'process'`` (``compute([unit])`` yields them: a stash's
+#: ``_process``).
+JOB_MODES = ('one', 'expand', 'process')
+
+
+class UnitJob(Job):
+    """Computes units one by one, stores their items, records each finished unit.
+
+    A unit's record (its id, the batch's version, the keys of the items it
+    stored) is written after its items are durable: for a store that
+    writes in groups, after the group's flush; for a store that writes
+    through, at most :data:`RECORD_SECONDS` later, and at the end of each
+    chunk.  A unit that raises (or whose item cannot be stored) gets a
+    failure record and no unit record, whatever items it stored before.
+
+    ``process`` mode calls ``_process`` with one unit at a time, so every
+    item it yields belongs to that unit (a whole chunk at once could not
+    say which unit yielded what).
+
+    Args:
+        delegate: where items are stored.
+        failures: where failure records go.
+        compute: the factory, or the stash's bound ``_process``.
+        mode: one of :data:`JOB_MODES`.
+        version: the batch's version, written in each record.
+        log: the unit log; ``None`` records nothing.
+    """
+
+    def __init__(
+        self,
+        delegate: Stash,
+        failures: Stash,
+        compute: Callable[[Any], Any],
+        mode: str = 'one',
+        version: str = '',
+        log: Optional[UnitLog] = None,
+    ) -> None:
+        if mode not in JOB_MODES:
+            raise ValueError(f'mode must be one of {JOB_MODES}, not {mode!r}')
+        super().__init__(delegate, failures)
+        self.compute = compute
+        self.mode = mode
+        self.version = version
+        self.units_log = log
+        #: item keys of units finished in the running chunk, until recorded
+        self.unit_keys: dict[str, tuple[str, ...]] = {}
+        self._finished: Mapping[str, Sequence[Any]] = {}
+        self._finished_read = 0.0
+
+    def _compute_chunk(self, chunk: Chunk, finish: Finish) -> bool:
+        units: Sequence[Any] = chunk.payload if chunk.payload is not None else chunk.units
+        last = len(chunk.units) - 1
+        one = self.mode == 'one'
+        for i, (uid, unit) in enumerate(zip(chunk.units, units, strict=True)):
+            if one:
+                try:
+                    value = self.compute(unit)
+                except Exception as exc:
+                    self.record_failure(uid, exc, chunk.attempt)
+                    ok = False
+                else:
+                    ok = self._store(uid, value, chunk.attempt)
+            else:
+                ok = self._expand(uid, unit, chunk.attempt)
+            if finish(uid, ok) and i < last:
+                return True
+        return False
+
+    def _expand(self, uid: str, unit: Any, attempt: int) -> bool:
+        keys: dict[str, None] = {}
+        try:
+            pairs = self.compute([unit]) if self.mode == 'process' else self.compute(unit)
+            for pair in pairs:
+                key, value = pair
+                if not isinstance(key, str):
+                    raise TypeError(
+                        f'unit {uid!r} yielded an item whose key is not a str but {type(key).__name__}: {key!r}'
+                    )
+                self.delegate.dump(key, value)
+                keys[key] = None
+        except Exception as exc:
+            # The items it stored stay, unrecorded: the unit is not done
+            # and its next computation overwrites them.
+            self.record_failure(uid, exc, attempt)
+            return False
+        self.unit_keys[uid] = tuple(keys)
+        return True
+
+    def unit_done(self, unit: str) -> bool:
+        """Whether ``unit`` finished, from what the stores and the log hold (in the parent).
+
+        The engine asks it about the units of a chunk whose worker died
+        before it reported them.
+        """
+        if self.mode == 'one':
+            return self.delegate.exists(unit)
+        log = self.units_log
+        if log is None:
+            return False
+        now = time.monotonic()
+        if unit not in self._finished and now - self._finished_read > 0.5:
+            # Read again at most twice a second: a lost chunk asks about
+            # each of its units in a row.
+            self._finished = log.latest_rows()
+            self._finished_read = now
+        row = self._finished.get(unit)
+        return row is not None and row[1] == self.version
+
+    def _write_through(self, ledger: Ledger, should_stop: Optional[StopCheck]) -> tuple[Finish, Callable[[], None]]:
+        finish, commit = super()._write_through(ledger, should_stop)
+        return self._recording(ledger, finish, commit, grouped=False)
+
+    def _grouped(
+        self, chunk: Chunk, ledger: Ledger, should_stop: Optional[StopCheck]
+    ) -> tuple[Finish, Callable[[], None]]:
+        finish, commit = super()._grouped(chunk, ledger, should_stop)
+        return self._recording(ledger, finish, commit, grouped=True)
+
+    def _recording(
+        self, ledger: Ledger, finish: Finish, commit: Callable[[], None], grouped: bool
+    ) -> tuple[Finish, Callable[[], None]]:
+        log = self.units_log
+        if log is None:
+            return finish, commit
+        version, keys_of = self.version, self.unit_keys
+        recorded = len(ledger.done)
+        wait = RECORD_SECONDS if self.mode == 'one' else 0.0
+        due = time.monotonic() + wait
+
+        def harvest(force: bool) -> None:
+            # A unit enters ledger.done only once its items are durable
+            # (the job's own rule), so its record may be written from then.
+            nonlocal recorded, due
+            done = ledger.done
+            grown = len(done) > recorded
+            for uid in done[recorded:]:
+                log.add(uid, version, keys_of.pop(uid, (uid,)))
+            recorded = len(done)
+            if log.pending and (force or (grown and grouped) or time.monotonic() >= due):
+                due = time.monotonic() + wait
+                try:
+                    log.flush()
+                except OSError as exc:
+                    # Kept buffered for the next flush; lost records only
+                    # mean those units are computed again.
+                    logger.error('cannot record finished units in %s: %s', log.path, exc)
+
+        def recording_finish(unit: str, ok: bool) -> bool:
+            stop = finish(unit, ok)
+            harvest(False)
+            return stop
+
+        def recording_commit() -> None:
+            try:
+                commit()
+            finally:
+                harvest(True)
+                keys_of.clear()
+
+        return recording_finish, recording_commit
+
+
+# -- the parent side ------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class Provenance:
+    """A batch stash's options about units and versions.
+
+    Attributes:
+        version: the batch's version; ``None`` for the code's fingerprint.
+        on_stale: what ``prime()`` does when the output holds units
+            computed by another version: one of :data:`ON_STALE`.
+        unit_id: the identity of a unit; ``None`` for :func:`unit_id`.
+    """
+
+    version: Optional[str] = None
+    on_stale: str = 'error'
+    unit_id: Optional[Callable[[Any], str]] = None
+
+    def __post_init__(self) -> None:
+        check_on_stale(self.on_stale)
+        if self.version is not None and (not isinstance(self.version, str) or not self.version):
+            raise TypeError(f'version must be a non-empty str, not {self.version!r}')
+        if self.unit_id is not None and not callable(self.unit_id):
+            raise TypeError(f'unit_id must be a callable, not {type(self.unit_id).__name__}')
+
+
+#: The census of a batch's units, next to its status file.
+CENSUS_FILE = 'units.json'
+
+
+def write_census(state_dir: Optional[Path], census: Census) -> None:
+    """Write ``census`` to ``<state_dir>/.stashworks/units.json`` (nothing without a folder)."""
+    if state_dir is None:
+        return
+    from .._atomic import atomic_write
+    from .layout import STATE_DIR
+
+    path = Path(state_dir) / STATE_DIR / CENSUS_FILE
+    payload = json.dumps(census.as_dict(), indent=1).encode('utf-8')
+
+    def write(fh: IO[bytes]) -> None:
+        fh.write(payload)
+
+    try:
+        path.parent.mkdir(parents=True, exist_ok=True)
+        atomic_write(path, write)
+    except OSError as exc:
+        # Like the status file: a convenience, never a reason to stop.
+        logger.warning('cannot write the census of units %s: %s', path, exc)
+
+
+def read_census(directory: Union[str, 'os.PathLike[str]']) -> Optional[dict[str, Any]]:
+    """The census the last ``prime()`` wrote for a batch whose items live in ``directory``."""
+    from .layout import STATE_DIR
+
+    try:
+        data = json.loads((Path(directory) / STATE_DIR / CENSUS_FILE).read_text(encoding='utf-8'))
+    except (OSError, ValueError):
+        return None
+    return data if isinstance(data, dict) else None
+
+
+def code_version(compute: Any, version: Optional[str]) -> str:
+    """The batch's version: ``version`` if given, else the fingerprint of ``compute``."""
+    if version is not None:
+        return version
+    from .fingerprint import fingerprint
+
+    return fingerprint(compute, ignore=('_create_data',))
+
+
+def stale_error(plan: UnitPlan, where: str) -> StaleItemsError:
+    """The :class:`StaleItemsError` for the stale units of ``plan``."""
+    c = plan.census
+    return StaleItemsError(c.version, c.stale_units, c.stale_items, c.stale_versions, where)
