@@ -566,3 +566,44 @@ def test_status_counts_done_failed_stale_and_missing_in_units_and_items(tmp_path
         'missing_units': 1,
         'kept_units': 0,
     }
+
+
+def test_the_command_line_stops_on_stale_items_and_takes_on_stale(tmp_path: Path) -> None:
+    (tmp_path / 'keys.txt').write_text('a\nb\n', encoding='utf-8')
+    job = tmp_path / 'clijob.py'
+
+    def run(*extra: str) -> subprocess.CompletedProcess[str]:
+        return subprocess.run(
+            [
+                sys.executable,
+                '-m',
+                'stashworks',
+                'run',
+                'clijob:f',
+                '--keys',
+                'keys.txt',
+                '--out',
+                'out',
+                '--serial',
+                *extra,
+            ],
+            cwd=tmp_path,
+            capture_output=True,
+            text=True,
+            timeout=120,
+            env=dict(os.environ, PYTHONDONTWRITEBYTECODE='1'),
+        )
+
+    job.write_text('def f(key):\n    return key * 2\n', encoding='utf-8')
+    assert run().returncode == 0
+    job.write_text('def f(key):\n    return key * 3\n', encoding='utf-8')
+    stopped = run()
+    assert stopped.returncode == 1
+    assert '2 items of 2 units' in stopped.stderr and '--on-stale recompute|keep' in stopped.stderr
+    assert DirectoryStash(tmp_path / 'out')['a'] == 'aa'
+    assert run('--on-stale', 'recompute').returncode == 0
+    assert DirectoryStash(tmp_path / 'out')['a'] == 'aaa'
+    job.write_text('def f(key):\n    return key * 4\n', encoding='utf-8')
+    assert run('--on-stale', 'keep').returncode == 0
+    assert DirectoryStash(tmp_path / 'out')['a'] == 'aaa'
+    assert {r.kept_from is not None for r in UnitLog.beside(tmp_path / 'out').read().values()} == {True}

@@ -127,6 +127,13 @@ def _add_batch_options(parser: argparse.ArgumentParser) -> None:
         help='times a key whose worker died is tried again before it is recorded as a failure (default 2)',
     )
     group.add_argument(
+        '--on-stale',
+        choices=('error', 'recompute', 'keep'),
+        default='error',
+        help='when the output holds items computed by another version of the code: stop before any work '
+        '(error, the default), compute those units again (recompute), or keep them and record that (keep)',
+    )
+    group.add_argument(
         '--retries',
         type=_count,
         default=0,

@@ -94,6 +94,7 @@ def batch_options(args: argparse.Namespace) -> dict[str, Any]:
         'chunk_size': args.chunk_size,
         'progress': args.progress,
         'max_retries': args.max_retries,
+        'on_stale': args.on_stale,
         'retries': args.retries,
         'item_timeout': args.item_timeout,
         'memory_limit': args.memory_limit,
