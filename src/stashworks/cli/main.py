@@ -351,6 +351,9 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
     args.argv = list(sys.argv[1:] if argv is None else argv)
     handler = logging.StreamHandler()
     handler.setFormatter(_LogFormatter())
+    # The command prints its own summary line on stdout; the batch's
+    # logged one would say it a second time.
+    handler.addFilter(lambda record: not getattr(record, 'stashworks_summary', False))
     logging.basicConfig(level=logging.INFO if args.verbose else logging.WARNING, handlers=[handler])
     func: Callable[[argparse.Namespace], int] = args.func
     try:

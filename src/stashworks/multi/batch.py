@@ -22,13 +22,14 @@ from ..directory import DirectoryStash
 from ..errors import BatchError
 from ..stash import Stash
 from .chunking import Chunker
+from .display import ProgressDisplay
 from .executor import Executor
 from .failures import FailureRecord, record_failure
 from .guard import ITEM_TIMEOUT, check_writable, timeout_message
 from .job import Job
 from .layout import find_directory, utc_now
 from .plan import Plan
-from .progress import BatchEvent, ProgressBar
+from .progress import BatchEvent
 from .settings import BatchSettings
 from .status import StatusWriter
 from .wire import Chunk, ChunkReport, ExecutorError, ItemEvent, Progress, Report
@@ -112,8 +113,16 @@ def prepare_output(delegate: Stash, executor: Executor, writes: Sequence[Path] =
         delegate.remove_stale_temp_files()
 
 
+#: ``extra=`` of the log records that carry a batch's summary, so a
+#: handler that prints a summary of its own can leave them out.
+SUMMARY = {'stashworks_summary': True}
+
+
 class _Terminated(KeyboardInterrupt):
     """SIGTERM, turned into the same clean stop as Ctrl-C."""
+
+    #: Which signal stopped the batch (the command line exits 128 + it).
+    signum = signal.SIGTERM
 
 
 def _on_sigterm(signum: int, frame: Optional[FrameType]) -> None:
@@ -210,7 +219,7 @@ class Batch:
         self.per_item = settings.on_event is not None
         self.queue = _WorkQueue(plan, Chunker(settings.chunk_size, 1))
         settled_before = plan.done_before + plan.failed_before
-        self.bar = ProgressBar(result.total, settled_before, plan.failed_before, settings.progress)
+        self.bar = ProgressDisplay(result.total, settled_before, plan.failed_before, settings.progress)
         self.status = StatusWriter(status_path, result.total, plan.done_before, 0, executor.description)
         self._in_main = threading.current_thread() is threading.main_thread()
         self._previous: Union[Callable[[int, Optional[FrameType]], Any], int, None] = None
@@ -332,6 +341,7 @@ class Batch:
                     break  # dispatch before reading on
                 self._on_progress(report)
             self.status.update(self.done, self.failed)
+            self.bar.tick()
 
     def _dispatch(self) -> None:
         # At least one chunk in flight, whatever the executor says, so the
@@ -442,21 +452,25 @@ class Batch:
         finally:
             if self._in_main:
                 signal.signal(signal.SIGTERM, self._previous if self._previous is not None else signal.SIG_DFL)
-            self._summarise(state)
+            self._summarise(state, exc)
         if isinstance(exc, ExecutorError):
             raise BatchError(f'the batch for {self.job.delegate!r} could not go on: {exc}') from exc
 
-    def _summarise(self, state: str) -> None:
+    def _summarise(self, state: str, exc: Optional[BaseException] = None) -> None:
         result = self.result
         result.elapsed = time.monotonic() - self.started
+        if state == 'crashed' and exc is not None:
+            # `stashworks status` shows it, instead of advising a rerun
+            # that would stop on the same error.
+            self.status.data['error'] = f'{type(exc).__name__}: {exc}'
         self.status.update(self.done, self.failed, state=state, force=True)
         summary = f'stashworks: {result}'
-        # After a finished run the bar prints the summary under itself;
-        # otherwise the warning or error below carries it (a warning shows
-        # even where logging is not configured), so it is said once.
-        self.bar.close(summary if state == 'finished' else '')
+        # The summary is said once, by logging (the bar closes without
+        # one, so `print(result)` after it does not repeat it); the
+        # command line prints its own and drops records marked SUMMARY.
+        self.bar.close()
         if state == 'finished':
-            logger.info('%s', summary)
+            logger.info('%s', summary, extra=SUMMARY)
             self._emit('finish', result=result)
         elif state == 'interrupted':
             logger.warning(
@@ -464,7 +478,9 @@ class Batch:
                 summary,
                 result.missing,
                 self.status.path or '(none)',
+                extra=SUMMARY,
             )
             self._emit('interrupted', result=result)
         else:
-            logger.error('batch crashed after %s', summary)
+            cause = f': {type(exc).__name__}: {exc}' if exc is not None else ''
+            logger.error('%s; the batch crashed%s', summary, cause, extra=SUMMARY)

@@ -23,6 +23,7 @@ from ..stash import MISSING, DelegateStash, Stash
 from .failures import FailureRecord, FailureStash, record_failure
 from .layout import find_directory as find_directory
 from .layout import worker_name
+from .mainclasses import load as load_keeping_main_classes
 from .wire import Chunk, ChunkReport, ExecutorError
 
 __all__ = [
@@ -113,8 +114,13 @@ def dump_job(job: 'Job', where: str) -> bytes:
 
 
 def load_job(data: bytes) -> 'Job':
-    """The job :func:`dump_job` made (in a worker)."""
-    job = dill.loads(data)
+    """The job :func:`dump_job` made (in a worker).
+
+    Classes the job brings from the parent's ``__main__`` are bound to
+    their names in the worker's ``__main__``, so values of them pickle
+    (see :mod:`~stashworks.multi.mainclasses`).
+    """
+    job = load_keeping_main_classes(data)
     if not isinstance(job, Job):
         raise TypeError(f'expected a Job, got {type(job).__name__}')
     return job

@@ -46,10 +46,12 @@ import dill
 import multiprocess
 from multiprocess.connection import wait
 
+from .._text import plural
 from .executor import Executor
 from .guard import ITEM_TIMEOUT, death_handle
 from .job import Job, Ledger, WorkerStop, dump_job, load_job
 from .layout import worker_name
+from .mainclasses import unreadable_main_hidden
 from .wire import Chunk, ChunkReport, ExecutorError, Progress, Report
 from .workers import resolve_workers
 
@@ -427,7 +429,7 @@ class LocalPoolExecutor(Executor):
     @property
     def description(self) -> str:
         method = self._ctx.get_start_method() if self._ctx is not None else self.start_method or 'default'
-        return f'local pool ({self._size} workers, {method})'
+        return f'local pool ({plural(self._size, "worker")}, {method})'
 
     @property
     def workers_started(self) -> int:
@@ -482,7 +484,9 @@ class LocalPoolExecutor(Executor):
         # Not a daemon: a daemonic worker could not start processes of its
         # own; shutdown() reaps every worker instead.
         try:
-            proc.start()
+            # A script read from stdin cannot be run again by a spawned worker.
+            with unreadable_main_hidden():
+                proc.start()
         except BaseException:
             # Ctrl-C half-way through a start: a worker nobody tracks must
             # not outlive this call.
@@ -569,7 +573,7 @@ class LocalPoolExecutor(Executor):
             w.ready = True
         elif kind == 'retire':
             w.retiring = msg[1]
-            logger.info('replacing worker %d: %s', w.pid, msg[1])
+            logger.info('replacing worker %s: %s', worker_name(w.pid), msg[1])
         elif kind == 'error':
             w.error = msg[1]
 
@@ -594,7 +598,7 @@ class LocalPoolExecutor(Executor):
             except Exception as exc:
                 # A message cut short by the worker's death: what follows
                 # cannot be trusted; its sentinel reports the death.
-                logger.warning('unreadable message from worker %d: %s: %s', w.pid, type(exc).__name__, exc)
+                logger.warning('unreadable message from worker %s: %s: %s', worker_name(w.pid), type(exc).__name__, exc)
                 w.close()
                 return
             self._handle(w, msg)
@@ -645,7 +649,7 @@ class LocalPoolExecutor(Executor):
         # Chunks it never started go first to the next free worker.
         self._queue.extendleft(reversed(requeue))
         if not w.retiring:
-            logger.warning('worker %d died (%s) holding %d chunks', w.pid, reason, len(w.chunks))
+            logger.warning('worker %s died (%s) holding %s', worker_name(w.pid), reason, plural(len(w.chunks), 'chunk'))
 
     def reports(self, timeout: Optional[float] = None) -> Iterator[Report]:
         last = time.monotonic()
@@ -700,7 +704,9 @@ class LocalPoolExecutor(Executor):
             # SIGKILL: a unit stuck in C code never runs a SIGTERM handler.
             # Its death is then reported like any other, as a timeout.
             w.timed_out = limit
-            logger.warning('worker %d ran one item for more than %g s (item_timeout); stopping it', w.pid, limit)
+            logger.warning(
+                'worker %s ran one item for more than %g s (item_timeout); stopping it', worker_name(w.pid), limit
+            )
             try:
                 os.kill(w.pid, signal.SIGKILL)
             except ProcessLookupError:
@@ -731,7 +737,7 @@ class LocalPoolExecutor(Executor):
             w.join(max(0.0, deadline - time.monotonic()))
         for w in workers:
             if w.proc.is_alive():
-                logger.warning('worker %d did not stop in time; killing it', w.pid)
+                logger.warning('worker %s did not stop in time; killing it', worker_name(w.pid))
                 w.proc.kill()
                 w.join(2.0)
             w.close()

@@ -10,11 +10,10 @@ in batches.
 from __future__ import annotations
 
 import logging
-import sys
 from dataclasses import dataclass
 from typing import Any, Callable, Optional
 
-__all__ = ['BatchEvent', 'EventHook', 'ProgressBar']
+__all__ = ['BatchEvent', 'EventHook']
 
 logger = logging.getLogger(__name__)
 
@@ -52,58 +51,3 @@ class BatchEvent:
 
 
 EventHook = Callable[[BatchEvent], None]
-
-
-class ProgressBar:
-    """A tqdm bar on stderr whose start is the work already done.
-
-    Args:
-        total: items in the whole batch.
-        initial: items already settled (complete or failed before).
-        failed: failures recorded before this run.
-        enabled: ``None`` shows it when stderr is a terminal.
-        desc: the bar's label.
-    """
-
-    def __init__(self, total: int, initial: int, failed: int, enabled: Optional[bool], desc: str = 'items') -> None:
-        self.enabled = sys.stderr.isatty() if enabled is None else enabled
-        self.failed = failed
-        self._bar: Any = None
-        if self.enabled:
-            from tqdm import tqdm
-
-            self._bar = tqdm(
-                total=total,
-                initial=initial,
-                desc=desc,
-                unit='item',
-                file=sys.stderr,
-                dynamic_ncols=True,
-                smoothing=0.1,
-            )
-            self._bar.set_postfix(failed=failed, refresh=False)
-
-    def advance_many(self, done: int, failed: int) -> None:
-        """``done`` more items written and ``failed`` more failed.
-
-        One call per batch of items, not per item: tqdm's bookkeeping per
-        call is not free, and with tiny items the parent's time competes
-        with the workers'.
-        """
-        if self._bar is None:
-            return
-        if failed:
-            self.failed += failed
-            self._bar.set_postfix(failed=self.failed, refresh=False)
-        if done or failed:
-            self._bar.update(done + failed)
-
-    def close(self, summary: str = '') -> None:
-        """Close the bar, then print ``summary`` under it."""
-        if self._bar is None:
-            return
-        self._bar.close()
-        self._bar = None
-        if summary:
-            sys.stderr.write(summary + '\n')
-            sys.stderr.flush()
