@@ -607,3 +607,20 @@ def test_the_command_line_stops_on_stale_items_and_takes_on_stale(tmp_path: Path
     assert run('--on-stale', 'keep').returncode == 0
     assert DirectoryStash(tmp_path / 'out')['a'] == 'aaa'
     assert {r.kept_from is not None for r in UnitLog.beside(tmp_path / 'out').read().values()} == {True}
+
+
+def test_recompute_in_the_one_item_form_computes_every_stale_unit(tmp_path: Path, markers: Path) -> None:
+    def build(suffix: str, **options: Any) -> MultiProcessFactoryStash:
+        def shout(key: str) -> str:
+            mark(markers, key)
+            return key.upper() + suffix
+
+        return MultiProcessFactoryStash(
+            DirectoryStash(tmp_path / 'out'), shout, keys=['a', 'b', 'c'], workers=2, progress=False, **options
+        )
+
+    build('').prime()
+    result = build('!', on_stale='recompute').prime()
+    assert (result.total, result.computed, result.done_before) == (3, 3, 0)
+    assert dict(DirectoryStash(tmp_path / 'out')) == {'a': 'A!', 'b': 'B!', 'c': 'C!'}
+    assert computations(markers) == {'a': 2, 'b': 2, 'c': 2}

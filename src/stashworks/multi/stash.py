@@ -389,6 +389,8 @@ class MultiProcessStash(PrimablePreemptiveStash):
             else:
                 logger.warning('computing %d stale units again in %s (on_stale=recompute)', len(units.stale), where)
                 units.missing.extend(units.stale)
+                if isinstance(job, UnitJob):
+                    job.check_versions = True  # a stored item is no longer proof of done
             self._stale_handled = True
         self.census = units.census
         write_census(self.state_dir, units.census)

@@ -961,6 +961,9 @@ class UnitJob(Job):
         self.unit_keys: dict[str, tuple[str, ...]] = {}
         self._finished: Mapping[str, Sequence[Any]] = {}
         self._finished_read = 0.0
+        #: set by the parent when stale units are computed again: a stored
+        #: item is then done only if this version computed it
+        self.check_versions = False
 
     def _compute_chunk(self, chunk: Chunk, finish: Finish) -> bool:
         units: Sequence[Any] = chunk.payload if chunk.payload is not None else chunk.units
@@ -1008,18 +1011,30 @@ class UnitJob(Job):
         before it reported them.
         """
         if self.mode == 'one':
-            return self.delegate.exists(unit)
+            if not self.delegate.exists(unit):
+                return False
+            if not self.check_versions:
+                return True
+            # Stale units are being computed again: an item is done only if
+            # no other version's record is the latest about it.
         log = self.units_log
         if log is None:
-            return False
+            return self.mode == 'one'
+        row = self._finished.get(unit)
         now = time.monotonic()
-        if unit not in self._finished and now - self._finished_read > 0.5:
+        if (row is None or row[1] != self.version) and now - self._finished_read > 0.5:
             # Read again at most twice a second: a lost chunk asks about
             # each of its units in a row.
             self._finished = log.latest_rows()
             self._finished_read = now
-        row = self._finished.get(unit)
+            row = self._finished.get(unit)
+        if self.mode == 'one':
+            return row is None or row[1] == self.version
         return row is not None and row[1] == self.version
+
+    def exists(self, unit: str) -> bool:
+        """:meth:`unit_done` under the name a store's membership test has."""
+        return self.unit_done(unit)
 
     def _write_through(self, ledger: Ledger, should_stop: Optional[StopCheck]) -> tuple[Finish, Callable[[], None]]:
         finish, commit = super()._write_through(ledger, should_stop)
