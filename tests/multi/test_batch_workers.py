@@ -13,7 +13,7 @@ from stashworks.multi.chunking import Chunker
 
 @pytest.mark.parametrize(
     ('setting', 'expected'),
-    [(0, 8), (3, 3), (-1, 7), (-8, 1), (-20, 1), (0.5, 4), (0.01, 1), (1.0, 8), (2.0, 2)],
+    [(0, 8), (3, 3), (-1, 8), (-2, 7), (-8, 1), (0.5, 4), (0.01, 1), (1.0, 8), (2.0, 2)],
 )
 def test_workers_setting_resolves_against_usable_cpus(setting: float, expected: int) -> None:
     assert resolve_workers(setting, cpus=8) == expected

@@ -35,7 +35,6 @@ from .common import (
     note,
     plural,
     print_json,
-    warn,
 )
 from .layout import BatchDir
 from .loading import add_cwd_to_path, import_function, load_keys
@@ -52,9 +51,9 @@ def parse_workers(text: str) -> int | float:
     """``--workers``: ``N``, ``0`` or ``-1`` for every usable CPU, ``-N`` for all but N-1, or a fraction.
 
     Negative counts follow joblib's ``n_jobs``: ``-1`` is every CPU,
-    ``-2`` all but one.  They are resolved here, against the CPUs this
-    process may use, so a count that leaves no worker is refused with the
-    reason instead of silently becoming one worker.
+    ``-2`` all but one.  One that leaves no worker on this machine is a
+    usage error here, before any work; more workers than CPUs is the
+    batch's to warn about.
 
     Raises:
         argparse.ArgumentTypeError: ``text`` is not a count or a fraction,
@@ -73,7 +72,7 @@ def parse_workers(text: str) -> int | float:
                 f'--workers {count} leaves no worker: there {"is" if cpus == 1 else "are"} only '
                 f'{plural(cpus, "usable CPU")} (-1 means all of them, -2 all but one)'
             )
-        return cpus + 1 + count
+        return count
     try:
         value = float(text)
     except ValueError:
@@ -146,17 +145,6 @@ def _batch(
     options = batch_options(args)
     _show_dashboard(options)
     return MultiProcessFactoryStash(store, func, keys=keys, **options)
-
-
-def _warn_about_workers(args: argparse.Namespace) -> None:
-    workers = args.workers
-    cpus = usable_cpus()
-    if args.serial or not isinstance(workers, int) or workers <= cpus:
-        return
-    warn(
-        f'--workers {workers} is more than the {plural(cpus, "usable CPU")}: the workers take turns on '
-        f'them, so each item runs slower and the batch is not faster'
-    )
 
 
 # -- what a run says ----------------------------------------------------------
@@ -277,7 +265,6 @@ def cmd_run(args: argparse.Namespace) -> int:
         else:
             echo(f'no keys in {args.keys}: nothing to do')
         return 0
-    _warn_about_workers(args)
     stash = _batch(out, func, keys, args)
     result, stopped = _run(stash, args)
     if result is None:
@@ -335,7 +322,6 @@ def cmd_demo(args: argparse.Namespace) -> int:
             echo(f'no .py files under {root}: nothing to do')
         return 0
     note(f'stashworks demo: {plural(len(keys), ".py file")} of {root} -> {out}')
-    _warn_about_workers(args)
     stash = _batch(out, demo.recorder(root), keys, args)
     result, stopped = _run(stash, args)
     if result is None:

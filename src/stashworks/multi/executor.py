@@ -59,7 +59,7 @@ class Executor(abc.ABC):
         Args:
             job: what every chunk runs.
             workers: the batch's ``workers`` setting (``0`` for all this
-                executor has, ``n``, ``-n`` all but ``n``, a fraction), read
+                executor has, ``n``, ``-n`` all but ``n - 1``, a fraction), read
                 against the executor's own resources (CPUs, a cluster's
                 threads).
             limit: never more workers than this (the chunks there will be).

@@ -15,7 +15,7 @@ from typing import Optional, Union
 from .executor import Executor
 from .guard import check_item_timeout
 from .progress import EventHook
-from .workers import parse_memory, resolve_workers
+from .workers import check_workers, parse_memory
 
 __all__ = ['BatchSettings', 'EXECUTOR_NAMES']
 
@@ -45,7 +45,7 @@ class BatchSettings:
     item_timeout: Optional[float] = None
 
     def __post_init__(self) -> None:
-        resolve_workers(self.workers, cpus=1)  # validates
+        check_workers(self.workers)
         if isinstance(self.chunk_size, bool) or not isinstance(self.chunk_size, int) or self.chunk_size < 0:
             raise ValueError(f'chunk_size must be an int >= 0 (0 for automatic), not {self.chunk_size!r}')
         if self.max_retries < 0:

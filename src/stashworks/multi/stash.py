@@ -70,8 +70,9 @@ class MultiProcessStash(PrimablePreemptiveStash):
         delegate: where results are stored; worker processes write to it,
             so it must live on disk (a :class:`~stashworks.DirectoryStash`)
             unless ``executor`` is a :class:`~stashworks.multi.SerialExecutor`.
-        workers: ``0`` for every usable CPU, ``n``, ``-n`` for all but
-            ``n``, or a fraction in ``(0, 1]``.
+        workers: ``0`` or ``-1`` for every usable CPU, ``n``, ``-n`` for
+            all but ``n - 1`` (as joblib's ``n_jobs``), or a fraction in
+            ``(0, 1]``.
         chunk_size: keys per chunk, ``0`` for automatic.
         executor: where chunks run: an :class:`Executor`, ``'local'`` (the
             default process pool) or ``'serial'`` (in this process).

@@ -2,12 +2,17 @@
 
 from __future__ import annotations
 
+import logging
 import math
 import os
 import re
 from typing import Optional, Union
 
-__all__ = ['usable_cpus', 'resolve_workers', 'parse_memory']
+from .._text import plural
+
+__all__ = ['usable_cpus', 'check_workers', 'resolve_workers', 'parse_memory']
+
+logger = logging.getLogger(__name__)
 
 _UNITS = {
     '': 1,
@@ -64,6 +69,22 @@ def parse_memory(value: Union[int, str, None]) -> Optional[int]:
     return size
 
 
+def check_workers(workers: object) -> None:
+    """Refuse a ``workers`` setting that no number of CPUs makes right.
+
+    Whether a negative count leaves a worker depends on the CPUs (or the
+    cluster threads) there are when the batch runs; :func:`resolve_workers`
+    checks that.
+
+    Raises:
+        ValueError: not an int or a float, or a fraction outside ``(0, 1]``.
+    """
+    if isinstance(workers, bool) or not isinstance(workers, (int, float)):
+        raise ValueError(f'workers must be an int or a fraction, not {workers!r}')
+    if isinstance(workers, float) and not workers.is_integer() and not 0 < workers <= 1:
+        raise ValueError(f'a fractional workers setting must be in (0, 1], not {workers}')
+
+
 def resolve_workers(
     workers: Union[int, float],
     jobs: Optional[int] = None,
@@ -74,9 +95,11 @@ def resolve_workers(
     """Turn a ``workers`` setting into a number of worker processes.
 
     Args:
-        workers: ``0`` for every usable CPU, ``n > 0`` for ``n``, ``-n``
-            for all but ``n`` (at least one), a fraction in ``(0, 1]`` for
-            that share of the usable CPUs (at least one).
+        workers: ``0`` or ``-1`` for every usable CPU, ``n > 0`` for
+            ``n``, ``-n`` for all but ``n - 1`` as joblib's ``n_jobs``
+            (``-2``: all but one), a fraction in ``(0, 1]`` for that share
+            of the usable CPUs (at least one).  More workers than CPUs is
+            allowed, with a warning: they take turns on the CPUs.
         jobs: never more workers than this many chunks of work.
         memory_per_worker: bytes one worker may need; caps the count by
             the memory available now.
@@ -84,20 +107,35 @@ def resolve_workers(
         available_memory: bytes available (default: asked of psutil).
 
     Raises:
-        ValueError: for a fraction outside ``(0, 1]`` or a non-number.
+        ValueError: for a fraction outside ``(0, 1]``, a non-number, or a
+            negative count that leaves no worker (the message says how
+            many CPUs there are).
     """
-    if isinstance(workers, bool) or not isinstance(workers, (int, float)):
-        raise ValueError(f'workers must be an int or a fraction, not {workers!r}')
+    check_workers(workers)
     ncpu = usable_cpus() if cpus is None else cpus
     if isinstance(workers, float) and not workers.is_integer():
-        if not 0 < workers <= 1:
-            raise ValueError(f'a fractional workers setting must be in (0, 1], not {workers}')
         n = max(1, math.floor(ncpu * workers))
     elif isinstance(workers, float) and workers == 1.0:
         n = ncpu  # 1.0 is the fraction "all", not one worker
     else:
         count = int(workers)
-        n = ncpu if count == 0 else count if count > 0 else max(1, ncpu + count)
+        if count == 0:
+            n = ncpu
+        elif count > 0:
+            n = count
+            if count > ncpu:
+                logger.warning(
+                    'workers=%d is more than the %s: the workers take turns on them, so each item runs slower',
+                    count,
+                    plural(ncpu, 'usable CPU'),
+                )
+        else:
+            n = ncpu + 1 + count
+            if n < 1:
+                raise ValueError(
+                    f'workers={count} leaves no worker: there {"is" if ncpu == 1 else "are"} only '
+                    f'{plural(ncpu, "usable CPU")} (-1 means all of them, -2 all but one)'
+                )
     if memory_per_worker:
         if available_memory is None:
             import psutil
