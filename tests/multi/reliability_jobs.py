@@ -12,7 +12,9 @@ import signal
 import time
 import uuid
 from pathlib import Path
-from typing import Any, Optional
+from typing import Any, Iterator, Optional
+
+from stashworks import MultiProcessStash
 
 
 def _mark(markers: Optional[str], key: str) -> None:
@@ -134,3 +136,22 @@ class Chdir:
 def identity(key: str) -> Any:
     """``'value-<key>'``."""
     return f'value-{key}'
+
+
+class RaisesInProcess(MultiProcessStash):
+    """The subclass form: ``_process`` raises the exception named by ``kind`` on unit ``key``."""
+
+    def __init__(self, delegate: Any, units: list[str], key: str, kind: str, **options: Any) -> None:
+        super().__init__(delegate, **options)
+        self.units = list(units)
+        self.key = key
+        self.kind = kind
+
+    def _create_data(self) -> list[str]:
+        return self.units
+
+    def _process(self, chunk: list[Any]) -> Iterator[tuple[str, Any]]:
+        for unit in chunk:
+            if unit == self.key:
+                _raise(self.kind, unit)
+            yield unit, f'value-{unit}'

@@ -19,7 +19,7 @@ from typing import Any
 
 import pytest
 from batch_jobs import Work, computations, keys
-from reliability_jobs import BadMessage, Chdir, ForkHelperThenDie, Hang, RaisesBase, identity
+from reliability_jobs import BadMessage, Chdir, ForkHelperThenDie, Hang, RaisesBase, RaisesInProcess, identity
 
 from mounts import read_only_folder
 from stashworks import BatchError, DirectoryStash, MultiProcessFactoryStash, SerialExecutor
@@ -191,6 +191,27 @@ def test_a_base_exception_in_a_job_is_recorded_as_itself(
     assert record.attempts == 1
     assert computations(markers)['k001'] == 1
     assert sorted(DirectoryStash(tmp_path / 'out').keys()) == ['k000', 'k002', 'k003']
+    assert stash.last_result is not None and stash.last_result.lost == 0
+
+
+@pytest.mark.parametrize('kind', ['SystemExit', 'GeneratorExit', 'CustomBase'])
+def test_a_base_exception_in_process_is_recorded_as_itself(tmp_path: Path, kind: str) -> None:
+    stash = RaisesInProcess(
+        DirectoryStash(tmp_path / 'out'),
+        keys(4),
+        'k002',
+        kind,
+        workers=1,
+        chunk_size=4,
+        progress=False,
+        start_method='fork',
+    )
+    stash.prime()
+    assert list(stash.failures.keys()) == ['k002']
+    record = stash.failures['k002']
+    assert record.error_type == kind
+    assert 'reliability_jobs.py' in record.traceback, record.traceback
+    assert sorted(DirectoryStash(tmp_path / 'out').keys()) == ['k000', 'k001', 'k003']
     assert stash.last_result is not None and stash.last_result.lost == 0
 
 

@@ -355,8 +355,9 @@ class _Worker:
         # forked keeps open after the worker itself exited.
         if self.proc.exitcode is None:
             wait([self.death], timeout)
-        if self.proc.exitcode is not None:
-            self.proc.join(0)
+        # fork, spawn: reaped by now.  forkserver: its server sends the exit
+        # code a moment after the exit (through a sentinel no job holds).
+        self.proc.join(0 if self.proc.exitcode is not None else min(timeout, 1.0))
 
     def release(self) -> None:
         """Close the pidfd (once the process is reaped or given up on)."""

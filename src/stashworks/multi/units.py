@@ -973,7 +973,11 @@ class UnitJob(Job):
             if one:
                 try:
                     value = self.compute(unit)
-                except Exception as exc:
+                except BaseException as exc:
+                    # In a worker process only its own stop passes (a job's
+                    # SystemExit, KeyboardInterrupt... is its unit's failure).
+                    if isinstance(exc, self.passthrough):
+                        raise
                     self.record_failure(uid, exc, chunk.attempt)
                     ok = False
                 else:
@@ -996,7 +1000,9 @@ class UnitJob(Job):
                     )
                 self.delegate.dump(key, value)
                 keys[key] = None
-        except Exception as exc:
+        except BaseException as exc:
+            if isinstance(exc, self.passthrough):
+                raise
             # The items it stored stay, unrecorded: the unit is not done
             # and its next computation overwrites them.
             self.record_failure(uid, exc, attempt)
