@@ -11,17 +11,23 @@ median of per-rep ratios (see ``_common.py``):
    ``--items`` items into a fresh folder: ``store`` (the items alone) and
    ``store + record`` (the items, then one record per unit, flushed every
    ``--group`` units).
-2. **Reading on resume.**  A folder holds 90,000 of 100,000 one-item
-   units, and a unit log with a record for each of the 90,000.  Each
-   contender works out the 10,000 missing units from the full list:
+2. **Reading on resume.**  A folder holds 90,000 of 100,000 units done
+   (items stored and recorded).  Each contender works out the 10,000
+   missing units from the full list.  One-item units (the factory form):
    ``raw`` (the baseline: one ``os.scandir``, ``.dat`` suffix cut off,
-   ``set(keys) - done``); ``plan, one-key form`` (what ``prime()`` does
-   for a factory batch whose log holds only its own version: the file
-   names of the log are listed, no record is read); ``plan, records
-   read`` (the same with every record read and checked, as for a batch
-   whose units store many items each, or whose log holds another
-   version).  A listing is a 10-30 ms sample, so each contender's fastest
-   run over ``--repeat`` counts, as in ``bench_resume.py``.
+   ``set(keys) - done``) against ``prime() planning, one-item form``
+   (what ``prime()`` does before it starts a worker: build the stash, its
+   job with the code's fingerprint, list the log's file names, plan, write
+   the census).  Units whose item is stored under another key (the
+   ``expand`` form, every record read and its item checked): ``raw,
+   <unit>.0 items`` against ``prime() planning, expand form``.  A listing
+   is a 10-30 ms sample, so each contender's fastest run over
+   ``--repeat`` counts, as in ``bench_resume.py``.
+3. **A whole batch.**  ``--batch-items`` trivial one-item units (the
+   factory returns its key), ``--workers`` workers, into a fresh folder
+   per trial: ``with records`` (as shipped) against ``without records``
+   (the same job with its unit log removed), reported as the median of
+   per-rep time ratios.
 
 Run::
 
@@ -39,7 +45,7 @@ import sys
 import time
 from functools import partial
 from pathlib import Path
-from typing import Callable, Optional
+from typing import Any, Callable, Optional
 
 from _common import RunDirs, format_table, machine_note, median_ratio, rotated
 
@@ -106,7 +112,7 @@ def bench_writing(dirs: RunDirs, items: int, group: int, reps: int) -> str:
 # -- 2. reading on resume -------------------------------------------------------
 
 
-def build_resume(folder: Path, keys: list[str], done: int) -> None:
+def build_resume(folder: Path, keys: list[str], done: int, version: str = VERSION) -> None:
     from stashworks import DirectoryStash
     from stashworks.multi.units import UnitLog
 
@@ -114,7 +120,7 @@ def build_resume(folder: Path, keys: list[str], done: int) -> None:
     log = UnitLog.beside(folder)
     for n, key in enumerate(keys[:done], 1):
         stash.dump(key, key)
-        log.add(key, VERSION, (key,))
+        log.add(key, version, (key,))
         if n % 1000 == 0:
             log.flush()
     log.close()
@@ -126,40 +132,66 @@ def raw_missing(folder: str, keys: list[str]) -> set[str]:
     return set(keys) - done
 
 
-def planned_missing(folder: str, keys: list[str], read_records: bool) -> set[str]:
-    """The planning step of ``prime()`` with unit records: store listing, log, plan."""
-    from stashworks import DirectoryStash
-    from stashworks.multi.units import UnitLog, plan_units
+def _never(key: str) -> None:
+    raise AssertionError(f'nothing may be computed here, yet {key!r} was')
 
-    stash = DirectoryStash(folder)
-    log = UnitLog.beside(folder)
-    listing: Optional[set[str]] = None
 
-    def stored(ks: list[str]) -> list[bool]:
-        nonlocal listing
-        if listing is None:
-            listing = set(stash.keys())
-        return [k in listing for k in ks]
+def _never_expand(unit: str) -> list[tuple[str, str]]:
+    raise AssertionError(f'nothing may be computed here, yet {unit!r} was')
 
-    rows = log.latest_rows() if read_records or not log.only(VERSION) else None
-    plan = plan_units(((k, None) for k in keys), stored, lambda ks: [False] * len(ks), VERSION, rows, one_key=True)
+
+def planned_missing(folder: str, keys: list[str], expand: bool) -> set[str]:
+    """What ``prime()`` spends before it starts a worker: build the stash, its job (the version), plan."""
+    from stashworks import DirectoryStash, MultiProcessFactoryStash
+
+    factory = _never_expand if expand else _never
+    stash = MultiProcessFactoryStash(DirectoryStash(folder), factory, keys=keys, expand=expand, progress=False)
+    plan = stash._plan(stash._make_job())
     return set(plan.missing)
 
 
+def build_expanded(folder: Path, keys: list[str], done: int) -> None:
+    """Like :func:`build_resume` for units that each stored one item under ``<unit>.0``."""
+    from stashworks import DirectoryStash, MultiProcessFactoryStash
+    from stashworks.multi.units import UnitLog
+
+    version = MultiProcessFactoryStash(DirectoryStash(folder), _never_expand, keys=[], expand=True)._version()
+    stash = DirectoryStash(folder)
+    log = UnitLog.beside(folder)
+    for n, key in enumerate(keys[:done], 1):
+        stash.dump(key + '.0', key)
+        log.add(key, version, (key + '.0',))
+        if n % 1000 == 0:
+            log.flush()
+    log.close()
+
+
+def raw_missing_expanded(folder: str, keys: list[str]) -> set[str]:
+    with os.scandir(folder) as it:
+        done = {e.name[:-6] for e in it if e.name.endswith('.0.dat')}
+    return set(keys) - done
+
+
 def bench_resume(dirs: RunDirs, total: int, done: int, repeat: int) -> str:
+    from stashworks import DirectoryStash, MultiProcessFactoryStash
+
     keys = [f'item-{i:07d}' for i in range(total)]
-    folder = dirs.new('resume')
-    build_resume(folder, keys, done)
-    f = str(folder)
+    one = dirs.new('resume-one-item')
+    version = MultiProcessFactoryStash(DirectoryStash(one), _never, keys=[])._version()
+    build_resume(one, keys, done, version)
+    many = dirs.new('resume-expand')
+    build_expanded(many, keys, done)
     contenders: dict[str, Callable[[], set[str]]] = {
-        'raw': partial(raw_missing, f, keys),
-        'plan, one-key form': partial(planned_missing, f, keys, False),
-        'plan, records read': partial(planned_missing, f, keys, True),
+        'raw': partial(raw_missing, str(one), keys),
+        'prime() planning, one-item form': partial(planned_missing, str(one), keys, False),
+        'raw, <unit>.0 items': partial(raw_missing_expanded, str(many), keys),
+        'prime() planning, expand form (records read)': partial(planned_missing, str(many), keys, True),
     }
     expected = set(keys[done:])
     for name, fn in contenders.items():
-        if fn() != expected:
-            raise RuntimeError(f'{name} did not find exactly the {len(expected)} missing units')
+        got = fn()
+        if got != expected:
+            raise RuntimeError(f'{name} found {len(got)} missing units, not the {len(expected)} expected')
     best = {name: float('inf') for name in contenders}
     samples: dict[str, list[float]] = {name: [] for name in contenders}
     for rep in range(repeat):
@@ -170,18 +202,72 @@ def bench_resume(dirs: RunDirs, total: int, done: int, repeat: int) -> str:
             dt = time.perf_counter() - t0
             samples[name].append(dt)
             best[name] = min(best[name], dt)
-    rows = [
-        [
-            name,
-            f'{best[name] * 1e3:.1f}',
-            f'{best[name] / best["raw"]:.2f}x',
-            f'{statistics.median(samples[name]) * 1e3:.1f}',
-        ]
-        for name in contenders
-    ]
+    rows = []
+    for name in contenders:
+        base = best['raw, <unit>.0 items' if 'expand' in name or '<unit>' in name else 'raw']
+        rows.append(
+            [
+                name,
+                f'{best[name] * 1e3:.1f}',
+                f'{best[name] / base:.2f}x',
+                f'{statistics.median(samples[name]) * 1e3:.1f}',
+            ]
+        )
     return (
-        f'### Resume: the {total - done:,} missing of {total:,} one-item units ({done:,} recorded), '
-        f'fastest of {repeat}\n\n' + format_table(['method', 'min (ms)', 'ratio to raw (min)', 'median (ms)'], rows)
+        f'### Resume: the {total - done:,} missing of {total:,} units ({done:,} done and recorded), '
+        f'fastest of {repeat}\n\n'
+        + format_table(['method', 'min (ms)', 'ratio to its raw baseline (min)', 'median (ms)'], rows)
+    )
+
+
+# -- 3. a whole batch ------------------------------------------------------------
+
+
+def trivial(key: str) -> str:
+    return key
+
+
+def run_batch(folder: Path, keys: list[str], workers: int, record: bool) -> None:
+    from stashworks import DirectoryStash, MultiProcessFactoryStash
+
+    stash = MultiProcessFactoryStash(DirectoryStash(folder), trivial, keys=keys, workers=workers, progress=False)
+    if not record:
+        make_job = stash._make_job
+
+        def without_records() -> Any:
+            job = make_job()
+            job.units_log = None  # the same job, recording nothing
+            return job
+
+        stash._make_job = without_records  # type: ignore[method-assign]
+    result = stash.prime()
+    if result.computed != len(keys):
+        raise RuntimeError(f'the batch computed {result.computed} of {len(keys)} items')
+
+
+def bench_batch(dirs: RunDirs, items: int, workers: int, reps: int) -> str:
+    keys = [f'item-{i:07d}' for i in range(items)]
+    contenders = {'without records': False, 'with records': True}
+    times: dict[str, list[float]] = {name: [] for name in contenders}
+    for rep in range(reps):
+        for name in rotated(list(contenders), rep):
+            folder = dirs.new(name.replace(' ', '-'))
+            gc.collect()
+            t0 = time.perf_counter()
+            run_batch(folder, keys, workers, contenders[name])
+            times[name].append(time.perf_counter() - t0)
+    from stashworks.multi.units import UnitLog
+
+    if len(UnitLog.beside(folder).read()) != (items if contenders[name] else 0):
+        raise RuntimeError('the unit log does not hold what the contender should have written')
+    base = times['without records']
+    cost = median_ratio(base, times['with records'])
+    spread = sorted(t / b for t, b in zip(times['with records'], base, strict=True))
+    rows = [[name, f'{statistics.median(ts):.3f}', f'{median_ratio(base, ts):.3f}x'] for name, ts in times.items()]
+    return (
+        f'### A trivial batch: {items:,} items, {workers} workers, {reps} reps\n\n'
+        + format_table(['contender', 'median s', 'time vs without records (median of per-rep ratios)'], rows)
+        + f'\n\nrecord cost: {100 * (cost - 1):+.1f}% (per-rep ratios {", ".join(f"{r:.3f}" for r in spread)})'
     )
 
 
@@ -194,7 +280,10 @@ def main(argv: Optional[list[str]] = None) -> int:
     parser.add_argument('--total', type=int, default=TOTAL)
     parser.add_argument('--done', type=int, default=DONE)
     parser.add_argument('--repeat', type=int, default=30, help='runs of each resume contender; the fastest counts')
-    parser.add_argument('--only', choices=('writing', 'resume'), help='run one of the two')
+    parser.add_argument('--batch-items', type=int, default=20_000, help='items of the whole-batch benchmark')
+    parser.add_argument('--batch-reps', type=int, default=7, help='reps of the whole-batch benchmark')
+    parser.add_argument('--workers', type=int, default=2)
+    parser.add_argument('--only', choices=('writing', 'resume', 'batch'), help='run one of the three')
     args = parser.parse_args(argv)
     note = machine_note()
     with RunDirs(args.dir) as dirs:
@@ -202,6 +291,8 @@ def main(argv: Optional[list[str]] = None) -> int:
             print(bench_writing(dirs, args.items, args.group, args.reps), end='\n\n')
         if args.only in (None, 'resume'):
             print(bench_resume(dirs, args.total, args.done, args.repeat), end='\n\n')
+        if args.only in (None, 'batch'):
+            print(bench_batch(dirs, args.batch_items, args.workers, args.batch_reps), end='\n\n')
     print(f'Machine: {note}; folder {args.dir}')
     return 0
 

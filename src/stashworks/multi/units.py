@@ -166,23 +166,19 @@ def _canonical_container(v: Any, active: set[int]) -> Any:
 
 
 class UnitRecord(NamedTuple):
-    """That a unit finished: which version computed it, which items it stored.
+    """That a unit finished: which version computed it, which items it stored."""
 
-    Attributes:
-        unit: the unit's id (:func:`unit_id`).
-        version: the batch version (``version=`` or the code fingerprint)
-            that computed the unit's items.
-        keys: the item keys the unit stored, in order (maybe none).
-        time: when it was recorded (seconds since the epoch).
-        kept_from: set when the record does not come from a computation
-            but from ``on_stale='keep'``: the version that computed the
-            items that were kept.
-    """
-
+    #: the unit's id (:func:`unit_id`)
     unit: str
+    #: the batch version (``version=`` or the code fingerprint) that
+    #: computed the unit's items
     version: str
+    #: the item keys the unit stored, in order (maybe none)
     keys: tuple[str, ...]
+    #: when it was recorded (seconds since the epoch)
     time: float = 0.0
+    #: set when the record comes from ``on_stale='keep'``, not from a
+    #: computation: the version that computed the items that were kept
     kept_from: Optional[str] = None
 
 
