@@ -178,3 +178,28 @@ def test_any_key_round_trips_through_a_directory(tmp_path: Path, key: str, value
     stash.clear()
     stash.dump(key, value)
     assert (stash.keys(), stash.load(key)) == ([key], value)
+
+
+# -- case-folding file systems ---------------------------------------------
+
+
+@settings(max_examples=300, deadline=None)
+@given(any_text)
+def test_a_folded_key_decodes_back_exactly(key: str) -> None:
+    assert decode_name(encode_key(key, fold=True), fold=True) == key
+
+
+@settings(max_examples=300, deadline=None)
+@given(any_text, any_text)
+def test_different_keys_stay_different_names_when_case_is_ignored(a: str, b: str) -> None:
+    # What a case-insensitive file system compares: the names with case folded.
+    if a != b:
+        assert encode_key(a, fold=True).casefold() != encode_key(b, fold=True).casefold()
+
+
+@settings(max_examples=300, deadline=None)
+@given(any_text)
+def test_a_folded_name_has_no_upper_case_letter_outside_escapes(key: str) -> None:
+    first, *escaped = encode_key(key, fold=True).split('%')
+    plain = first + ''.join(part[2:] for part in escaped)
+    assert plain == plain.lower()
