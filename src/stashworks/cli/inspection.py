@@ -15,6 +15,8 @@ import time
 from typing import Any, Optional
 
 from ..errors import StashCorruptError
+from ..multi.runs import runs_summary
+from ..multi.units import read_census
 from .common import CliError, echo, first_line, format_duration, format_time, note, parse_time, plural, print_json
 from .layout import BatchDir, is_alive
 from .loading import add_cwd_to_path
@@ -80,8 +82,25 @@ def status_report(batch: BatchDir) -> dict[str, Any]:
         # The batch died without writing its final status (SIGKILL, OOM).
         state = 'crashed'
     done, failed = len(batch.items), len(batch.failures)
+    # The census of the batch's own units (written by its last prime()):
+    # the folder may hold other files, which are not the batch's to count.
+    units = read_census(batch.path)
+    if units is not None:
+        if state == 'running' and status is not None:
+            done, failed = int(status.get('done') or 0), int(status.get('failed') or 0)
+        else:
+            done, failed = int(units.get('done_units', done)), int(units.get('failed_units', failed))
     rate, eta = _rate_and_eta(status, state, done, failed)
+    # Several runs may share the folder (each has a record in runs/): the
+    # batch runs while any of them beats, at their combined rate.
+    shared = runs_summary(batch.path, done, failed)
+    combined = shared['combined']
+    if combined['beating']:
+        state, alive, gone = 'running', True, False
+        if combined['beating'] > 1:
+            rate, eta = combined['rate'], combined['eta_seconds']
     return {
+        **shared,
         'path': str(batch.path),
         'done': done,
         'failed': failed,
@@ -94,6 +113,7 @@ def status_report(batch: BatchDir) -> dict[str, Any]:
         'rate': None if rate is None else round(rate, 3),
         'eta_seconds': None if eta is None else round(eta, 1),
         'batch': status,
+        'units': units,
     }
 
 
@@ -128,6 +148,14 @@ def _print_status(report: dict[str, Any]) -> None:
     else:
         liveness = 'alive' if alive else 'not running'
     echo(f'batch: {state}, {where} ({liveness})')
+    units = report.get('units')
+    if units:
+        echo(
+            f'  units:       {units.get("done_units")} done ({units.get("done_items")} items), '
+            f'{units.get("stale_units")} stale ({units.get("stale_items")} items), '
+            f'{units.get("failed_units")} failed, {units.get("missing_units")} missing'
+            + (f', {units.get("kept_units")} kept from other versions' if units.get('kept_units') else '')
+        )
     echo(f'  started:     {format_time(status.get("started"))}')
     echo(f'  last update: {format_time(status.get("updated"))}')
     if report['rate'] is not None:
@@ -142,6 +170,7 @@ def _print_status(report: dict[str, Any]) -> None:
         echo(f'  executor:    {status.get("executor")}')
     if status.get('dashboard'):
         echo(f'  dashboard: {status.get("dashboard")}')
+    _print_runs(report)
     if report['killed']:
         echo("the batch's process is gone but it never finished (killed?); run it again to resume")
     elif state == 'crashed':
@@ -152,6 +181,22 @@ def _print_status(report: dict[str, Any]) -> None:
         echo(f'the batch stopped on an error{cause}; fix the cause before running it again')
     elif state == 'interrupted':
         echo('the batch was interrupted; run it again to resume')
+
+
+def _print_runs(report: dict[str, Any]) -> None:
+    """One line per run when several runs share the folder (or one died holding claims)."""
+    runs = report.get('runs') or []
+    if len(runs) < 2 and not any(r['state'] in ('expiring', 'dead') for r in runs):
+        return
+    echo(f'runs: {plural(report["combined"]["live_runs"], "live run")} of {len(runs)} recorded')
+    for run in runs:
+        line = f'  {run["run"]}: {run["state"]}, pid {run["pid"]} on {run["host"]}'
+        if run['state'] in ('live', 'expiring'):
+            line += f', {plural(run["workers"] or 0, "worker")}, {float(run["rate"] or 0):.1f} items/s'
+            line += f', {plural(run["claims"], "claim")} ({run["claimed_keys"]} keys)'
+        if run['state'] == 'expiring':
+            line += f'; silent for {run["heartbeat_age"]:.0f}s, its claims expire in {run["expires_in"]:.0f}s'
+        echo(line)
 
 
 def _ended(report: dict[str, Any]) -> bool:

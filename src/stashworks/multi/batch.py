@@ -22,6 +22,7 @@ from ..directory import DirectoryStash
 from ..errors import BatchError
 from ..stash import Stash
 from .chunking import Chunker
+from .claims import ClaimBook, SharedWork
 from .display import ProgressDisplay
 from .executor import Executor
 from .failures import FailureRecord, record_failure
@@ -54,6 +55,9 @@ class BatchResult:
         chunks: chunks sent to workers (retries included).
         workers: workers used (0 when nothing had to be computed).
         lost: chunks lost with a worker that died.
+        done_elsewhere: items other runs on the same folder stored
+            while this one ran (see "Several runs on one folder").
+        failed_elsewhere: items that failed in other runs meanwhile.
     """
 
     total: int = 0
@@ -66,16 +70,21 @@ class BatchResult:
     chunks: int = 0
     workers: int = 0
     lost: int = 0
+    done_elsewhere: int = 0
+    failed_elsewhere: int = 0
 
     @property
     def missing(self) -> int:
         """Items neither complete nor failed (non-zero after an interruption)."""
-        return max(0, self.total - self.done_before - self.computed - self.failed - self.failed_before)
+        settled = self.done_before + self.computed + self.failed + self.failed_before
+        return max(0, self.total - settled - self.done_elsewhere - self.failed_elsewhere)
 
     def __str__(self) -> str:
         text = f'{self.total} items: {self.done_before} done before, {self.computed} computed now, {self.failed} failed'
         if self.failed_before:
             text += f' ({self.failed_before} failed before, not retried)'
+        if self.done_elsewhere or self.failed_elsewhere:
+            text += f', {self.done_elsewhere} done and {self.failed_elsewhere} failed by other runs'
         text += f', {self.elapsed:.1f}s'
         settled = self.computed + self.failed
         if settled and self.elapsed > 0:
@@ -142,7 +151,8 @@ class _InFlight:
 class _WorkQueue:
     """The units still to send, cut into chunks on demand; retries go first."""
 
-    def __init__(self, plan: Plan, chunker: Chunker) -> None:
+    def __init__(self, plan: Plan, chunker: Chunker, shared: Optional[SharedWork] = None) -> None:
+        self.shared = shared
         self.missing = plan.missing
         self.payload = plan.payload
         self.chunker = chunker
@@ -153,11 +163,17 @@ class _WorkQueue:
     def next_chunk(self) -> Optional[Chunk]:
         if self.retry:
             return self.retry.popleft()
-        size = self.chunker.next_size(len(self.missing) - self.next_index)
-        if size <= 0:
-            return None
-        units = tuple(self.missing[self.next_index : self.next_index + size])
-        self.next_index += size
+        if self.shared is not None:
+            # Only units this run claimed; other runs hold the rest.
+            units = self.shared.take(self.chunker.next_size(self.shared.share()))
+            if not units:
+                return None
+        else:
+            size = self.chunker.next_size(len(self.missing) - self.next_index)
+            if size <= 0:
+                return None
+            units = tuple(self.missing[self.next_index : self.next_index + size])
+            self.next_index += size
         payload = None if self.payload is None else tuple(self.payload.get(u, u) for u in units)
         return self._make(units, 0, payload)
 
@@ -195,6 +211,9 @@ class Batch:
             run is interrupted).
         status_path: the status file (``None``: none is written).
         started: ``time.monotonic()`` when the run began (planning included).
+        claims: this run's open claim book when other runs may share the
+            output folder: chunks then hold only units claimed here, and
+            the run waits for the units other live runs hold.
     """
 
     def __init__(
@@ -206,6 +225,7 @@ class Batch:
         result: BatchResult,
         status_path: Optional[Path],
         started: float,
+        claims: Optional[ClaimBook] = None,
     ) -> None:
         self.plan = plan
         self.job = job
@@ -217,7 +237,8 @@ class Batch:
         self.done_units = 0
         self.failed_units = 0
         self.per_item = settings.on_event is not None
-        self.queue = _WorkQueue(plan, Chunker(settings.chunk_size, 1))
+        self.shared = SharedWork(claims, plan.missing) if claims is not None else None
+        self.queue = _WorkQueue(plan, Chunker(settings.chunk_size, 1), self.shared)
         settled_before = plan.done_before + plan.failed_before
         self.bar = ProgressDisplay(result.total, settled_before, plan.failed_before, settings.progress)
         self.status = StatusWriter(status_path, result.total, plan.done_before, 0, executor.description)
@@ -229,12 +250,12 @@ class Batch:
     @property
     def done(self) -> int:
         """Units complete, before this run and now."""
-        return self.plan.done_before + self.done_units
+        return self.plan.done_before + self.done_units + self.result.done_elsewhere
 
     @property
     def failed(self) -> int:
         """Units failed, before this run and now."""
-        return self.plan.failed_before + self.failed_units
+        return self.plan.failed_before + self.failed_units + self.result.failed_elsewhere
 
     def _emit(self, kind: str, **kw: Any) -> None:
         hook = self.settings.on_event
@@ -260,6 +281,9 @@ class Batch:
             return
         heard.update(fresh)
         heard.update(lost)
+        if self.shared is not None:
+            self.shared.book.settle(fresh)
+            self.shared.book.settle(lost)
         self.result.computed += n_items
         self.result.failed += len(lost)
         self.bar.advance_many(len(fresh), len(lost))
@@ -333,8 +357,13 @@ class Batch:
         self.status.update(self.done, self.failed, force=True)
         while True:
             self._dispatch()
+            self._hear_others()
             if not self.in_flight:
-                return
+                if self.shared is None or not self.shared.waiting:
+                    return
+                # Other live runs hold the units left: wait for them.
+                time.sleep(0.1)
+                continue
             for report in self.executor.reports(timeout=0.5):
                 if isinstance(report, ChunkReport):
                     self._on_report(report)
@@ -342,6 +371,21 @@ class Batch:
                 self._on_progress(report)
             self.status.update(self.done, self.failed)
             self.bar.tick()
+
+    def _hear_others(self) -> None:
+        """Count what other runs settled, and refresh this run's record."""
+        shared = self.shared
+        if shared is None:
+            return
+        done, failed = shared.drain()
+        if done or failed:
+            self.result.done_elsewhere += done
+            self.result.failed_elsewhere += failed
+            self.bar.advance_many(done, failed)
+        result = self.result
+        shared.book.update(
+            total=result.total, done=self.done, failed=self.failed, computed=result.computed, workers=result.workers
+        )
 
     def _dispatch(self) -> None:
         # At least one chunk in flight, whatever the executor says, so the
@@ -450,11 +494,23 @@ class Batch:
                 except Exception as reconcile_exc:
                     logger.error('cannot count the items finished before the stop: %s', reconcile_exc)
         finally:
+            if self.shared is not None:
+                self._release_claims(state)
             if self._in_main:
                 signal.signal(signal.SIGTERM, self._previous if self._previous is not None else signal.SIG_DFL)
             self._summarise(state, exc)
         if isinstance(exc, ExecutorError):
             raise BatchError(f'the batch for {self.job.delegate!r} could not go on: {exc}') from exc
+
+    def _release_claims(self, state: str) -> None:
+        """Give this run's claims up (after its workers stopped) and record how it ended."""
+        assert self.shared is not None
+        try:
+            self._hear_others()
+            self.shared.book.close(state, cleanup=state == 'finished' and self.result.missing == 0)
+        except Exception as exc:
+            # Other runs take the claims over when they expire.
+            logger.error('cannot release the claims of this run: %s', exc)
 
     def _summarise(self, state: str, exc: Optional[BaseException] = None) -> None:
         result = self.result

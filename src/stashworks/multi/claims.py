@@ -48,10 +48,19 @@ from pathlib import Path
 from typing import IO, Any, Callable, Iterable, Optional, Sequence, Union
 
 from .._atomic import atomic_write, temp_name
-from .failures import utc_now
+from .layout import utc_now
 from .runs import RunRecord, RunView, claim_timings, read_run, runs_dir
 
-__all__ = ['ClaimBook', 'ClaimResult', 'KeyState', 'SharedWork', 'claims_dir', 'claims_enabled', 'open_book']
+__all__ = [
+    'ClaimBook',
+    'ClaimResult',
+    'KeyState',
+    'SharedWork',
+    'claims_dir',
+    'claims_enabled',
+    'open_book',
+    'store_state',
+]
 
 logger = logging.getLogger(__name__)
 
@@ -591,6 +600,27 @@ class SharedWork:
             self._file(got)
             if got.keys:
                 return tuple(got.keys)
+
+
+def store_state(delegate: Any, failures: Any, done: Optional[Callable[[str], bool]] = None) -> KeyState:
+    """The :data:`KeyState` of a batch's stores: stored, failed, or neither.
+
+    Args:
+        delegate: the items' store (``exists(key)``).
+        failures: the failure records (``exists(key)``).
+        done: tells a unit done instead of ``delegate.exists`` (a unit
+            whose items have other keys, or that must be of this version).
+    """
+    is_done = done if done is not None else delegate.exists
+
+    def settled(key: str) -> Optional[bool]:
+        if is_done(key):
+            return True
+        if failures.exists(key):
+            return False
+        return None
+
+    return settled
 
 
 def open_book(

@@ -30,7 +30,7 @@ from typing import IO, Any, Callable, Optional, Union
 import psutil
 
 from .._atomic import atomic_write, is_temp_name
-from .failures import STATE_DIR, utc_now
+from .layout import STATE_DIR, utc_now
 
 __all__ = [
     'DEFAULT_EXPIRY',
@@ -263,8 +263,9 @@ def runs_summary(
         ``dead`` or ``ended``), ``workers``, ``executor``, ``rate``,
         ``computed``, ``claims`` (how many it holds), ``claimed_keys``,
         ``heartbeat_age`` and ``expires_in`` (seconds until its claims are
-        taken over).  ``combined`` has ``live_runs``, ``total``, ``rate``
-        (the live runs' items/s, summed) and ``eta_seconds``.
+        taken over).  ``combined`` has ``live_runs`` (runs whose claims
+        hold), ``beating`` (those of them with a fresh heartbeat), ``total``,
+        ``rate`` (the beating runs' items/s, summed) and ``eta_seconds``.
     """
     views = read_runs(directory)
     runs = []
@@ -294,7 +295,13 @@ def runs_summary(
     eta = None
     if live and rate > 0 and total is not None and done is not None:
         eta = round(max(0, total - done - (failed or 0)) / rate, 1)
-    combined = {'live_runs': len(live), 'total': total, 'rate': round(rate, 3), 'eta_seconds': eta}
+    combined = {
+        'live_runs': len(live),
+        'beating': sum(1 for v in live if v.state == 'live'),
+        'total': total,
+        'rate': round(rate, 3),
+        'eta_seconds': eta,
+    }
     return {'runs': runs, 'combined': combined}
 
 

@@ -25,11 +25,12 @@ from ..directory import DirectoryStash
 from ..errors import BatchError
 from ..stash import PrimablePreemptiveStash, Stash, check_key
 from .batch import Batch, BatchResult, prepare_output
+from .claims import open_book, store_state
 from .executor import Executor
 from .failures import FailureStash, MemoryFailureStash, ReadOnlyFailures
 from .guard import absolute
 from .job import Job
-from .layout import find_directory, status_path
+from .layout import STATE_DIR, find_directory, status_path
 from .plan import Membership, Plan, iter_pairs, plan_batch
 from .pool import LocalPoolExecutor
 from .progress import EventHook
@@ -343,9 +344,20 @@ class MultiProcessStash(PrimablePreemptiveStash):
             if plan.missing:
                 executor = self._make_executor()
                 prepare_output(job.delegate, executor, writes=job.shared_paths())
-                with Batch(plan, job, executor, self.settings, result, self.status_path, started) as batch:
-                    batch.start()
-                    batch.run()
+                # Other runs on the same folder: claim chunks before computing them.
+                claims = open_book(
+                    self.state_dir / STATE_DIR if self.state_dir is not None else None,
+                    # A unit job tells done units itself (other keys, versions).
+                    store_state(job.delegate, job.failures, getattr(job, 'unit_done', None)),
+                    info={'total': plan.total, 'executor': executor.description},
+                )
+                try:
+                    with Batch(plan, job, executor, self.settings, result, self.status_path, started, claims) as batch:
+                        batch.start()
+                        batch.run()
+                finally:
+                    if claims is not None:
+                        claims.close('crashed')  # a no-op once the batch closed it
             else:
                 result.elapsed = time.monotonic() - started
                 logger.debug('nothing to compute: %s', result)
