@@ -64,7 +64,7 @@ from .stash import (
 
 if TYPE_CHECKING:
     from .lmdbstash import LmdbStash
-    from .multi.dask import DaskExecutor
+    from .multi.dask import ClusterError, DaskExecutor, remove_orphaned_jobs
 
 __version__ = '0.1.0'
 
@@ -77,6 +77,7 @@ __all__ = [
     'BatchResult',
     'CacheStash',
     'CloseableStash',
+    'ClusterError',
     'DaskExecutor',
     'Deallocatable',
     'DelegateStash',
@@ -122,16 +123,17 @@ __all__ = [
     'UnionStash',
     'dealloc',
     'persisted',
+    'remove_orphaned_jobs',
 ]
 
 
 def __getattr__(name: str) -> Any:
     # DaskExecutor is imported on first use: importing distributed costs
     # about a second and it is an optional extra ('stashworks[dask]').
-    if name == 'DaskExecutor':
-        from .multi.dask import DaskExecutor
+    if name in ('DaskExecutor', 'ClusterError', 'remove_orphaned_jobs'):
+        from .multi import dask
 
-        return DaskExecutor
+        return getattr(dask, name)
     # LmdbStash likewise: the lmdb package is an optional extra
     # ('stashworks[lmdb]'); without it the ImportError says so.
     if name == 'LmdbStash':
