@@ -624,3 +624,25 @@ def test_recompute_in_the_one_item_form_computes_every_stale_unit(tmp_path: Path
     assert (result.total, result.computed, result.done_before) == (3, 3, 0)
     assert dict(DirectoryStash(tmp_path / 'out')) == {'a': 'A!', 'b': 'B!', 'c': 'C!'}
     assert computations(markers) == {'a': 2, 'b': 2, 'c': 2}
+
+
+def test_stashworks_status_counts_the_batch_units_not_every_file(tmp_path: Path) -> None:
+    out = tmp_path / 'out'
+    for i in range(40):
+        DirectoryStash(out).dump(f'other-{i}', i)
+    (tmp_path / 'keys.txt').write_text(''.join(f'k{i}\n' for i in range(10)), encoding='utf-8')
+    (tmp_path / 'statusjob.py').write_text('def f(key):\n    return key\n', encoding='utf-8')
+
+    def stashworks(*args: str) -> subprocess.CompletedProcess[str]:
+        return subprocess.run(
+            [sys.executable, '-m', 'stashworks', *args], cwd=tmp_path, capture_output=True, text=True, timeout=120
+        )
+
+    assert stashworks('run', 'statusjob:f', '--keys', 'keys.txt', '--out', 'out', '--serial').returncode == 0
+    status = stashworks('status', 'out')
+    assert status.returncode == 0, status.stderr
+    headline = status.stdout.splitlines()[0]
+    assert '50 done' not in headline and '10 done' in headline, status.stdout
+    assert '10 done (10 items), 0 stale (0 items), 0 failed, 0 missing' in status.stdout
+    report = json.loads(stashworks('status', 'out', '--json').stdout)
+    assert (report['done'], report['units']['done_units']) == (10, 10)
