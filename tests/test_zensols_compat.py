@@ -524,3 +524,20 @@ def test_persisted_takes_allocation_track_in_zensols_position(tmp_path: Path) ->
 
     assert Owner().v() == 7
     assert (tmp_path / 'sub' / 'v.dat').exists()
+
+
+class Ready(PrimeableStash):
+    def __init__(self, delegate: Stash) -> None:
+        super().__init__(delegate)
+        self.primed = 0
+
+    def prime(self) -> None:
+        self.primed += 1
+        super().prime()
+
+
+def test_super_prime_primes_a_primeable_delegate_as_in_zensols() -> None:
+    inner = Ready(DictionaryStash({'a': 1}))
+    outer = Ready(inner)
+    outer.prime()
+    assert (outer.primed, inner.primed) == (1, 1)

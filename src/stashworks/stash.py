@@ -13,7 +13,7 @@ import sys
 from abc import ABC, abstractmethod
 from dataclasses import dataclass, field
 from itertools import islice
-from typing import Any, Iterable, Iterator, Optional
+from typing import TYPE_CHECKING, Any, Generic, Iterable, Iterator, Optional, TypeVar, Union, overload
 
 from .errors import StashClosedError, StashKeyError, StashReadOnlyError
 
@@ -67,8 +67,23 @@ def check_key(key: object, stash: object) -> str:
     return key
 
 
-class Stash(ABC):
+if TYPE_CHECKING:
+    # A default (PEP 696; typing has it from Python 3.13) keeps an
+    # undeclared DirectoryStash('out') a stash of Any for a type checker.
+    from typing_extensions import TypeVar as _DefaultTypeVar
+
+    V = _DefaultTypeVar('V', default=Any)
+else:
+    V = TypeVar('V')
+#: The type of a default given to :meth:`Stash.get`.
+D = TypeVar('D')
+
+
+class Stash(ABC, Generic[V]):
     """A dict-like store of values by string key.
+
+    ``Stash[V]`` (``DirectoryStash[Rec]``) declares the type of the values
+    for a type checker; nothing checks it at run time.
 
     Subclasses implement :meth:`load`, :meth:`dump`, :meth:`delete` and
     :meth:`keys`; everything else is derived from those and may be
@@ -80,7 +95,7 @@ class Stash(ABC):
     raises :class:`KeyError`.
     """
 
-    def __post_init__(self) -> None:  # noqa: B027 (a no-op that subclasses extend)
+    def __post_init__(self) -> None:
         """Finish initialization; a no-op here.
 
         The constructor a dataclass subclass gets calls it, and a subclass's
@@ -89,7 +104,7 @@ class Stash(ABC):
         """
 
     @abstractmethod
-    def load(self, key: str) -> Any:
+    def load(self, key: str) -> V:
         """Return the item stored (or created) under ``key``.
 
         Raises:
@@ -113,6 +128,12 @@ class Stash(ABC):
         """Whether an item exists under ``key``, without loading it."""
         return key in set(self.keys())
 
+    @overload
+    def get(self, key: str) -> Optional[V]: ...
+
+    @overload
+    def get(self, key: str, default: D) -> Union[V, D]: ...
+
     def get(self, key: str, default: Any = None) -> Any:
         """Return the item under ``key``, or ``default`` if there is none."""
         try:
@@ -120,12 +141,12 @@ class Stash(ABC):
         except KeyError:
             return default
 
-    def values(self) -> Iterator[Any]:
+    def values(self) -> Iterator[V]:
         """Yield every value, in :meth:`keys` order."""
         for _, value in self.items():
             yield value
 
-    def items(self) -> Iterator[tuple[str, Any]]:
+    def items(self) -> Iterator[tuple[str, V]]:
         """Yield every ``(key, value)`` pair."""
         for key in list(self.keys()):
             try:
@@ -155,7 +176,7 @@ class Stash(ABC):
                 return
             yield group
 
-    def begin_group(self) -> None:  # noqa: B027 (a no-op unless a store overrides it)
+    def begin_group(self) -> None:
         """Let the dumps that follow be committed together, until :meth:`flush`.
 
         A store where each write is costly to make durable (one LMDB
@@ -165,7 +186,7 @@ class Stash(ABC):
         stash here but :class:`~stashworks.LmdbStash`) ignore it.
         """
 
-    def flush(self) -> None:  # noqa: B027 (a no-op unless a store overrides it)
+    def flush(self) -> None:
         """Make every dump so far durable and visible to other processes.
 
         Ends a group started by :meth:`begin_group` (a new one starts at the
@@ -176,7 +197,7 @@ class Stash(ABC):
         """The :class:`KeyError` to raise for a ``key`` with no item."""
         return StashKeyError(f'no item {key!r} in {self!r}')
 
-    def __getitem__(self, key: str) -> Any:
+    def __getitem__(self, key: str) -> V:
         return self.load(key)
 
     def __setitem__(self, key: str, value: Any) -> None:
@@ -192,7 +213,7 @@ class Stash(ABC):
     def __contains__(self, key: object) -> bool:
         return isinstance(key, str) and self.exists(key)
 
-    def __iter__(self) -> Iterator[tuple[str, Any]]:
+    def __iter__(self) -> Iterator[tuple[str, V]]:
         return self.items()
 
     def __len__(self) -> int:
@@ -224,7 +245,7 @@ class ReadOnlyStash(Stash):
         raise self._read_only('clear')
 
 
-class CloseableStash(Stash):
+class CloseableStash(Stash[V]):
     """A stash holding a resource that :meth:`close` releases.
 
     It is a context manager; any use after :meth:`close` raises
@@ -442,7 +463,14 @@ class PrimeableStash(DelegateStash):
     delegate: Optional[Stash] = field(default=None, kw_only=True)
 
     def prime(self) -> None:
-        """Do preparatory work; called before any CRUD method."""
+        """Do preparatory work; called before any CRUD method.
+
+        This one primes the delegate when it is primeable too, as zensols
+        does, so a subclass that calls ``super().prime()`` finds the stash
+        below it ready.
+        """
+        if isinstance(self.delegate, PrimeableStash):
+            self.delegate.prime()
 
     def load(self, key: str) -> Any:
         self.prime()
