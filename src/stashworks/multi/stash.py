@@ -410,11 +410,25 @@ class MultiProcessStash(PrimablePreemptiveStash):
         return Plan(units.missing, units.payload, units.census.done_units, units.census.failed_units)
 
     def _after_run(self, result: BatchResult) -> None:
-        if getattr(self, '_stale_handled', False) and not result.interrupted and not result.missing:
+        stale_handled = getattr(self, '_stale_handled', False)
+        if stale_handled and not result.interrupted and not result.missing:
             # Every stale unit was computed again or kept: their old
             # records only slow the next reader down.
             self._unit_log().prune(self._version())
-        census = self.unit_census()
+        census: Optional[Census] = getattr(self, 'census', None)
+        failed = result.failed + result.failed_elsewhere
+        settled = result.computed + result.done_elsewhere
+        if census is None or not (settled or failed or stale_handled):
+            return  # nothing ran: the plan's census is current
+        if self._one_key() and not stale_handled:
+            # One item per unit and one version: the run's counts say it
+            # all, without listing the store again.
+            census.done_units += settled
+            census.done_items += settled
+            census.failed_units += failed
+            census.missing_units = max(0, census.missing_units - settled - failed)
+        else:
+            census = self.unit_census()
         self.census = census
         write_census(self.state_dir, census)
 
