@@ -155,7 +155,8 @@ class ClaimBook:
         self.mine: dict[int, set[str]] = {}
         self._my_key: dict[str, int] = {}
         self._last_mine = -1
-        self._keys_of: dict[int, list[str]] = {}
+        #: per open claim of this run, its keys as encoded in the file
+        self._keys_of: dict[int, bytes] = {}
         #: other runs' claims by number, and the numbers claiming each key
         self.others: dict[int, _Claim] = {}
         self._by_key: dict[str, list[int]] = {}
@@ -370,8 +371,9 @@ class ClaimBook:
         keep = self._sort(keys, result)
         while keep:
             seq = self._next
-            if self._create(seq, keep):
-                self._keys_of[seq] = keep
+            encoded = json.dumps(keep, separators=(',', ':')).encode('utf-8')
+            if self._create(seq, encoded):
+                self._keys_of[seq] = encoded
                 with self._lock:
                     self.mine[seq] = set(keep)
                     for key in keep:
@@ -392,12 +394,10 @@ class ClaimBook:
                     keep = self._sort(keep, result)
         return result
 
-    def _create(self, seq: int, keys: list[str]) -> bool:
-        """Make claim ``seq`` with ``keys``; ``False`` if it exists already."""
-        payload = json.dumps(
-            {'run': self.run_id, 'host': self._host, 'pid': self._pid, 'time': utc_now(), 'keys': keys},
-            separators=(',', ':'),
-        ).encode('utf-8')
+    def _create(self, seq: int, keys: bytes) -> bool:
+        """Make claim ``seq`` with ``keys`` (a JSON list); ``False`` if it exists already."""
+        head = {'run': self.run_id, 'host': self._host, 'pid': self._pid, 'time': utc_now()}
+        payload = json.dumps(head, separators=(',', ':')).encode('utf-8')[:-1] + b',"keys":' + keys + b'}'
         final = self.dir / f'{seq}.json'
         tmp = self.dir / temp_name()
         with open(tmp, 'xb') as fh:
@@ -440,12 +440,11 @@ class ClaimBook:
             left = self.mine.pop(seq, set())
             for key in left:
                 self._my_key.pop(key, None)
-        keys = self._keys_of.pop(seq, [])
+        keys = self._keys_of.pop(seq, b'[]')
         # The keys stay in the file: a run that reads it later learns they
         # were settled here (it cannot know from its own listing of the stores).
-        payload = json.dumps(
-            {'run': self.run_id, 'released': True, 'time': utc_now(), 'keys': keys}, separators=(',', ':')
-        ).encode('utf-8')
+        head = {'run': self.run_id, 'released': True, 'time': utc_now()}
+        payload = json.dumps(head, separators=(',', ':')).encode('utf-8')[:-1] + b',"keys":' + keys + b'}'
 
         def fill(fh: IO[bytes]) -> None:
             fh.write(payload)
@@ -521,7 +520,7 @@ class SharedWork:
         poll_interval: least seconds between two looks at deferred units.
     """
 
-    def __init__(self, book: ClaimBook, missing: Sequence[str], poll_interval: float = 0.5) -> None:
+    def __init__(self, book: ClaimBook, missing: Sequence[str], poll_interval: float = 0.2) -> None:
         self.book = book
         self.missing = missing
         self.next_index = 0
