@@ -15,6 +15,7 @@ from .failures import FailureRecord, FailureStash
 from .fingerprint import fingerprint
 from .pool import LocalPoolExecutor
 from .progress import BatchEvent
+from .runs import RunView, read_runs
 from .serial import SerialExecutor
 from .settings import BatchSettings
 from .stash import MultiProcessFactoryStash, MultiProcessStash
@@ -39,6 +40,7 @@ __all__ = [
     'MultiProcessFactoryStash',
     'MultiProcessStash',
     'Progress',
+    'RunView',
     'SerialExecutor',
     'StaleItemsError',
     'UnitLog',
@@ -46,6 +48,7 @@ __all__ = [
     'fingerprint',
     'parse_memory',
     'read_census',
+    'read_runs',
     'read_status',
     'resolve_workers',
     'unit_id',
