@@ -11,7 +11,8 @@ describes the hook.
 from __future__ import annotations
 
 from dataclasses import dataclass
-from itertools import islice
+from itertools import islice, repeat
+from operator import is_not, itemgetter
 from typing import Any, Callable, Iterable, Iterator, Optional, Sequence
 
 from ..errors import BatchError
@@ -77,8 +78,7 @@ class Plan:
 
 def iter_pairs(keys: Iterable[str]) -> Iterator[tuple[str, Any]]:
     """``(key, None)`` for each key: work whose keys are the units."""
-    for key in keys:
-        yield key, None
+    return zip(keys, repeat(None))
 
 
 def plan_batch(
@@ -108,8 +108,9 @@ def plan_batch(
         batch = list(islice(pairs, block))
         if not batch:
             break
-        ids = [key for key, _ in batch]
-        if not all(isinstance(key, str) for key in ids):
+        ids = list(map(itemgetter(0), batch))
+        # One pass in C for the usual case; the slow one names the culprit.
+        if set(map(type, ids)) != {str} and not all(isinstance(key, str) for key in ids):
             n, key = next((n, k) for n, k in enumerate(ids, counted) if not isinstance(k, str))
             raise BatchError(f'work key #{n} is not a str but {type(key).__name__}: {key!r}')
         counted += len(ids)
@@ -123,7 +124,8 @@ def plan_batch(
             else:
                 open_ids.append(key)
         recorded = failed(open_ids) if skip_failed and open_ids else [False] * len(open_ids)
-        units = dict(batch) if any(unit is not None for _, unit in batch) else None
+        # Identity only: a unit's own __eq__ may not answer a bool.
+        units = dict(batch) if any(map(is_not, map(itemgetter(1), batch), repeat(None))) else None
         for key, has_failed in zip(open_ids, recorded, strict=True):
             if has_failed:
                 failed_before += 1
