@@ -232,3 +232,33 @@ def test_log_lines_are_written_above_the_bar_not_glued_to_it(tmp_path: Path, con
             shown = line.split('\r')[-1] if not line.endswith('\r') else line.rstrip('\r').split('\r')[-1]
             assert '|' not in shown and 'failed=' not in shown, repr(line)
             assert shown.lstrip('\x1b[K ').startswith(('WARNING hello', 'hello')), repr(line)
+
+
+SUBCLASS_SCRIPT = textwrap.dedent(
+    """
+    import sys
+    from stashworks import DirectoryStash, MultiProcessStash
+
+    class WordLengths(MultiProcessStash):
+        def _create_data(self):
+            return ['apple', 'kiwi']
+
+        def _process(self, chunk):
+            for word in chunk:
+                yield word, len(word)
+
+    if __name__ == '__main__':
+        stash = WordLengths(DirectoryStash(sys.argv[1]), workers=2, progress=False, start_method=sys.argv[2])
+        assert dict(stash.items()) == {'apple': 5, 'kiwi': 4}, dict(stash.failures)
+        print('ok')
+    """
+)
+
+
+@pytest.mark.parametrize('method', ['fork', 'spawn'])
+def test_a_stash_subclass_defined_in_a_script_runs_in_the_workers(tmp_path: Path, method: str) -> None:
+    # dill sends the subclass by value; the generic stash base must not
+    # make it rebuild the class on the wrong bases.
+    proc = _python(['-c', SUBCLASS_SCRIPT, str(tmp_path / 'out'), method], tmp_path)
+    assert proc.returncode == 0, proc.stderr
+    assert proc.stdout.strip() == 'ok'

@@ -31,12 +31,14 @@ from .memory import DictionaryStash
 from .multi import (
     BatchEvent,
     BatchResult,
+    BatchStatus,
     FailureRecord,
     LocalPoolExecutor,
     MultiProcessFactoryStash,
     MultiProcessStash,
     SerialExecutor,
     StaleItemsError,
+    read_status,
 )
 from .persisted import PersistableContainer, PersistedWork, persisted
 from .serial import (
@@ -75,6 +77,7 @@ __all__ = [
     'BatchError',
     'BatchEvent',
     'BatchResult',
+    'BatchStatus',
     'CacheStash',
     'CloseableStash',
     'ClusterError',
@@ -123,6 +126,7 @@ __all__ = [
     'UnionStash',
     'dealloc',
     'persisted',
+    'read_status',
     'remove_orphaned_jobs',
 ]
 

@@ -17,7 +17,7 @@ from typing import IO, Any, Iterator, Optional, Union
 from ._atomic import TEMP_PREFIX, atomic_write, is_temp_name, temp_name
 from .errors import StashCorruptError, StashReadError, StashSignatureError, StashWarning, StashWriteError
 from .serial import Serializer, default_serializer, serialize_into
-from .stash import CloseableStash, check_key
+from .stash import CloseableStash, V, check_key
 
 __all__ = ['DirectoryStash', 'encode_key', 'decode_name', 'probe_case_insensitive']
 
@@ -126,7 +126,7 @@ def _errno_name(exc: OSError) -> str:
 
 
 @dataclass(init=False, repr=False, eq=False)
-class DirectoryStash(CloseableStash):
+class DirectoryStash(CloseableStash[V]):
     """Each item is a file in ``path``, named by ``pattern``.
 
     Writes are atomic (a temp file in the same directory, then
@@ -450,7 +450,7 @@ class DirectoryStash(CloseableStash):
             raise StashReadError(f'cannot look up item {key!r} in {self!r}: {_errno_name(exc)}') from exc
         return stat.S_ISREG(st.st_mode)
 
-    def load(self, key: str) -> Any:
+    def load(self, key: str) -> V:
         path = self._item_path(key)
         try:
             # Opened outside `with` so that only a missing file means a

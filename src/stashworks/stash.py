@@ -95,6 +95,16 @@ class Stash(ABC, Generic[V]):
     raises :class:`KeyError`.
     """
 
+    def __init_subclass__(cls, **kwargs: Any) -> None:
+        super().__init_subclass__(**kwargs)
+        # dill rebuilds a class it sends by value (a job's stash subclass
+        # defined in __main__) on ``__orig_bases__`` when the class has
+        # that attribute, and a subclass of a generic stash inherits its
+        # parent's, so it would be rebuilt on the wrong bases.  Each class
+        # gets its own: its bases as written.
+        if '__orig_bases__' not in cls.__dict__:
+            type.__setattr__(cls, '__orig_bases__', cls.__bases__)
+
     def __post_init__(self) -> None:
         """Finish initialization; a no-op here.
 

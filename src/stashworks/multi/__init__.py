@@ -10,6 +10,7 @@ contract), ``serial``/``pool``/``dask`` (executors), ``settings``,
 from __future__ import annotations
 
 from .batch import BatchResult
+from .batchstatus import BatchStatus
 from .executor import Executor
 from .failures import FailureRecord, FailureStash
 from .fingerprint import fingerprint
@@ -28,6 +29,7 @@ __all__ = [
     'BatchEvent',
     'BatchResult',
     'BatchSettings',
+    'BatchStatus',
     'Census',
     'Chunk',
     'ChunkReport',

@@ -10,6 +10,7 @@ read it; :class:`BatchStatus` is what Python code gets from
 from __future__ import annotations
 
 import datetime as dt
+from collections.abc import Iterator, Mapping
 from dataclasses import dataclass, field, fields
 from typing import Any, Optional
 
@@ -36,8 +37,12 @@ def _float(value: Any) -> Optional[float]:
 
 
 @dataclass(frozen=True)
-class BatchStatus:
+class BatchStatus(Mapping[str, Any]):
     """What a batch last wrote about itself.
+
+    Code written when :func:`~stashworks.read_status` returned the file's
+    ``dict`` still works: the status is also a read-only mapping of the
+    file's fields as written (``status['done']``, ``set(status)``).
 
     Attributes:
         state: ``'running'``, ``'finished'``, ``'interrupted'`` or
@@ -110,17 +115,25 @@ class BatchStatus:
             if f.name == 'extra':
                 continue
             value = getattr(self, f.name)
+            if f.name == 'error' and value is None:
+                continue  # written only by a batch that crashed
             data[f.name] = value.isoformat() if isinstance(value, dt.datetime) else value
         data.update(self.extra)
         return data
 
     def __getitem__(self, name: str) -> Any:
-        """A field as the file holds it (``status['done']``), for code written against the dict form.
+        """A field as the file holds it (``status['done']``).
 
         Raises:
             KeyError: the file has no such field.
         """
         return self.to_dict()[name]
+
+    def __iter__(self) -> Iterator[str]:
+        return iter(self.to_dict())
+
+    def __len__(self) -> int:
+        return len(self.to_dict())
 
     @property
     def settled(self) -> int:

@@ -17,6 +17,7 @@ from pathlib import Path
 from typing import IO, Any, Optional, Union
 
 from .._atomic import atomic_write
+from .batchstatus import BatchStatus
 from .layout import status_path as status_path
 from .layout import utc_now
 
@@ -28,7 +29,7 @@ logger = logging.getLogger(__name__)
 STATES = ('running', 'finished', 'interrupted', 'crashed')
 
 
-def read_status(path: Union[str, 'os.PathLike[str]']) -> Optional[dict[str, Any]]:
+def read_status(path: Union[str, 'os.PathLike[str]']) -> Optional[BatchStatus]:
     """Read a status file.
 
     Args:
@@ -36,8 +37,9 @@ def read_status(path: Union[str, 'os.PathLike[str]']) -> Optional[dict[str, Any]
             file is then ``<path>/.stashworks/status.json``).
 
     Returns:
-        The status as a ``dict``, or ``None`` if there is no status file
-        (no batch ever ran there) or it cannot be parsed.
+        The status as a :class:`~stashworks.BatchStatus` (its fields also
+        read by name, ``status['done']``), or ``None`` if there is no
+        status file (no batch ever ran there) or it cannot be parsed.
     """
     p = Path(path)
     if p.is_dir():
@@ -49,7 +51,7 @@ def read_status(path: Union[str, 'os.PathLike[str]']) -> Optional[dict[str, Any]
     except (OSError, ValueError) as exc:
         logger.warning('cannot read batch status %s: %s', p, exc)
         return None
-    return data if isinstance(data, dict) else None
+    return BatchStatus.from_dict(data) if isinstance(data, dict) else None
 
 
 class StatusWriter:
