@@ -291,6 +291,31 @@ def test_a_scheduler_back_on_the_same_port_within_the_timeout_lets_the_batch_fin
     assert list(stash.failures.keys()) == []
 
 
+def test_a_job_the_scheduler_lost_is_installed_again(deployed: Deployed, tmp_path: Path) -> None:
+    # What a scheduler restarted between two looks at the client looks
+    # like: the job's plugin is gone, the workers say so.
+    client = deployed.ready()
+
+    def drop_the_job() -> None:
+        for name in stashworks_plugins(client)['scheduler']:
+            client.unregister_worker_plugin(name)
+
+    keys = _keys(40)
+    stash = _stash(
+        tmp_path / 'out',
+        Slow(tmp_path / 'marks', 0.02),
+        keys,
+        DaskExecutor(deployed.address),
+        on_event=After(4, drop_the_job),
+    )
+    (tmp_path / 'marks').mkdir()
+
+    result = stash.prime()
+
+    assert (result.computed, result.failed) == (40, 0)
+    assert {k: stash.load(k) for k in keys} == {k: k * 2 for k in keys}
+
+
 # -- 2. a cluster that grows ----------------------------------------------------------
 
 

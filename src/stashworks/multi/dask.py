@@ -133,6 +133,14 @@ class _JobLoadError(Exception):
     """A worker could not load the batch's job (sent back to the parent)."""
 
 
+class _JobMissingError(_JobLoadError):
+    """The job's plugin is not on the worker: a scheduler that restarted has never seen it."""
+
+
+# How many times a batch installs its job again on a scheduler that lost it.
+_MAX_REINSTALLS = 5
+
+
 class _JobPlugin(WorkerPlugin):
     """Carries one batch's job to a worker, once.
 
@@ -216,7 +224,7 @@ def _run_chunk(plugin_name: str, chunk_bytes: bytes) -> ChunkReport:
     worker = distributed.get_worker()
     plugin = worker.plugins.get(plugin_name)
     if not isinstance(plugin, _JobPlugin):
-        raise _JobLoadError(f'the batch job {plugin_name} is not installed on worker {worker.address}')
+        raise _JobMissingError(f'the batch job {plugin_name} is not installed on worker {worker.address}')
     job = plugin.job(worker.address)
     chunk = dill.loads(chunk_bytes)
     return job.run_chunk(chunk, should_stop=_cancel_check(worker, worker.get_current_task()))
@@ -466,6 +474,7 @@ class DaskExecutor(Executor):
         self._names: dict[str, str] = {}
         #: since when the scheduler is out of reach (``None``: it is not)
         self._lost_since: Optional[float] = None
+        self._reinstalls = 0
 
     # A stash that holds its executor may itself be shipped to workers
     # (the subclass form of MultiProcessStash): ship only the settings,
@@ -876,6 +885,12 @@ class DaskExecutor(Executor):
             error = future.exception()
         except Exception as exc:
             error = exc
+        if isinstance(error, _JobMissingError) and self._reinstalls < _MAX_REINSTALLS:
+            # The scheduler came back (a new one, on the same address)
+            # between two looks at the client: install the job again.
+            self._reinstalls += 1
+            self._keep_for_later(chunk)
+            return None
         if isinstance(error, _JobLoadError):
             raise ClusterError(str(error)) from error
         return self._lost(chunk, error, future)
