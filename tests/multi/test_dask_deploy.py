@@ -348,6 +348,44 @@ def test_a_worker_that_joins_late_gets_chunks(procs: DaskProcs, tmp_path: Path) 
     assert concurrency(marks) >= 3, f'at most {concurrency(marks)} items ran at once'
 
 
+def test_when_a_worker_leaves_fewer_chunks_stay_in_flight(procs: DaskProcs, tmp_path: Path) -> None:
+    sched = procs.scheduler()
+    procs.worker(sched.address, nthreads=1)
+    leaving = procs.worker(sched.address, nthreads=1)
+    with distributed.Client(sched.address, set_as_default=False) as client:
+        wait_for_workers(client, 2, procs=procs.procs)
+    marks = tmp_path / 'marks'
+    marks.mkdir()
+    events: list[tuple[float, str, int]] = []
+    left: list[float] = []
+
+    def record(event: Any) -> None:
+        if event.kind in ('submit', 'chunk', 'lost'):
+            events.append((time.monotonic(), event.kind, event.chunk_id))
+        if event.kind == 'chunk' and len(events) > 12 and not left:
+            leaving.kill()  # the worker and its nanny: it does not come back
+            left.append(time.monotonic())
+
+    stash = _stash(
+        tmp_path / 'out', Slow(marks, 0.2), _keys(40), DaskExecutor(sched.address), chunk_size=1, on_event=record
+    )
+    result = stash.prime()
+
+    assert (result.computed, result.failed) == (40, 0)
+    in_flight: set[int] = set()
+    before, after = 0, 0
+    for when, kind, chunk_id in events:
+        if kind == 'submit':
+            in_flight.add(chunk_id)
+        else:
+            in_flight.discard(chunk_id)
+        if when < left[0]:
+            before = max(before, len(in_flight))
+        elif when > left[0] + 3:  # the scheduler and the executor have seen it go
+            after = max(after, len(in_flight))
+    assert (before, after) == (2, 1)
+
+
 def test_an_adaptive_cluster_grows_and_the_batch_uses_it(tmp_path: Path) -> None:
     marks = tmp_path / 'marks'
     marks.mkdir()
