@@ -86,7 +86,7 @@ def test_a_stash_declares_its_value_type_for_the_type_checker(tmp_path: Path) ->
         ),
         encoding='utf-8',
     )
-    out, err, code = api.run([str(source), '--no-incremental', '--follow-imports=silent', '--ignore-missing-imports'])
+    out, err, _ = api.run([str(source), '--no-incremental', '--follow-imports=silent', '--ignore-missing-imports'])
     assert 'typed_use.Rec' in out.splitlines()[0], out + err
     assert 'typed_use.Rec | None' in out.splitlines()[1], out + err
     assert 'BatchResult' in out, out + err
