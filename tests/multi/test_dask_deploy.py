@@ -223,6 +223,38 @@ def test_a_lost_scheduler_is_not_a_worker_death_and_the_next_run_resumes(procs: 
     assert _status(out)['state'] == 'finished'
 
 
+def test_ctrl_c_while_the_scheduler_is_away_stops_cleanly(procs: DaskProcs, tmp_path: Path) -> None:
+    sched = procs.scheduler()
+    procs.worker(sched.address, nthreads=2)
+    with distributed.Client(sched.address, set_as_default=False) as client:
+        wait_for_workers(client, 1, procs=procs.procs)
+    out = tmp_path / 'out'
+    (tmp_path / 'marks').mkdir()
+    ctrl_c = threading.Timer(1.5, os.kill, (os.getpid(), signal.SIGINT))
+
+    def kill_then_ctrl_c() -> None:
+        sched.kill()
+        ctrl_c.start()
+
+    stash = _stash(
+        out,
+        Slow(tmp_path / 'marks', 0.1),
+        _keys(60),
+        DaskExecutor(sched.address, scheduler_timeout=30),
+        on_event=After(4, kill_then_ctrl_c),
+    )
+    started = time.monotonic()
+    try:
+        with pytest.raises(KeyboardInterrupt):
+            stash.prime()
+    finally:
+        ctrl_c.cancel()
+
+    assert time.monotonic() - started < 25
+    assert _status(out)['state'] == 'interrupted'
+    assert list(stash.failures.keys()) == []
+
+
 def test_the_command_line_exits_non_zero_naming_the_lost_scheduler(procs: DaskProcs, tmp_path: Path) -> None:
     sched = procs.scheduler()
     procs.worker(sched.address, nthreads=2)
