@@ -135,7 +135,11 @@ def test_run_again_with_failures_left_still_exits_1(tmp_path: Path) -> None:
 def test_run_retry_failures_computes_the_failed_keys_again(tmp_path: Path) -> None:
     keys, out = _keys_file(tmp_path, ['0', '1', '2', '3']), tmp_path / 'out'
     assert stashworks('run', 'cli_jobs:fail_on_odd', '--keys', keys, '--out', out, *FAST).returncode == 1
-    proc = stashworks('run', 'cli_jobs:square', '--keys', keys, '--out', out, '--retry-failures', *FAST)
+    # The fixed function is another version of the code: keep what the
+    # first one stored, compute only the failed keys again.
+    proc = stashworks(
+        'run', 'cli_jobs:square', '--keys', keys, '--out', out, '--retry-failures', '--on-stale', 'keep', *FAST
+    )
     assert proc.returncode == 0, proc.stdout + proc.stderr
     assert dict(DirectoryStash(out).items()) == {'0': 0, '1': 1, '2': 2, '3': 9}
     assert stashworks('keys', out, '--failed').stdout == ''
