@@ -12,7 +12,7 @@ from ..errors import StashError
 from ..stores import STORE_KINDS
 from .common import EXIT_FAILURE, EXIT_INTERRUPTED, EXIT_USAGE, CliError
 from .inspection import cmd_failures, cmd_keys, cmd_rm, cmd_show, cmd_status
-from .running import cmd_demo, cmd_run, parse_workers
+from .running import cmd_dask_cleanup, cmd_demo, cmd_run, parse_workers
 
 __all__ = ['main', 'build_parser']
 
@@ -335,6 +335,19 @@ def build_parser() -> argparse.ArgumentParser:
     rm.add_argument('keys', nargs='+', metavar='KEY')
     _add_json(rm)
     rm.set_defaults(func=cmd_rm)
+
+    cleanup = sub.add_parser(
+        'dask-cleanup',
+        parents=after,
+        help='remove from a Dask cluster the batch jobs whose driver is gone (killed) and still loaded on its workers',
+    )
+    cleanup.add_argument(
+        '--scheduler',
+        metavar='ADDRESS',
+        default=None,
+        help="the cluster's scheduler (default: $DASK_SCHEDULER_ADDRESS)",
+    )
+    cleanup.set_defaults(func=cmd_dask_cleanup)
     return parser
 
 

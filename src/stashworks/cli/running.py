@@ -39,7 +39,7 @@ from .common import (
 from .layout import BatchDir
 from .loading import add_cwd_to_path, import_function, load_keys
 
-__all__ = ['cmd_run', 'cmd_demo', 'parse_workers', 'batch_options']
+__all__ = ['cmd_run', 'cmd_demo', 'cmd_dask_cleanup', 'parse_workers', 'batch_options']
 
 logger = logging.getLogger(__name__)
 
@@ -297,6 +297,32 @@ def _list_failures(out: Path, failed: list[str]) -> None:
         echo(f'  {key}: {record.get("error_type")}: {first_line(record.get("message"))}')
     if len(failed) > MAX_LISTED_FAILURES:
         echo(f'  ... and {len(failed) - MAX_LISTED_FAILURES} more')
+
+
+def cmd_dask_cleanup(args: argparse.Namespace) -> int:
+    """``stashworks dask-cleanup``: remove the jobs of killed drivers from a Dask cluster.
+
+    Returns 0, whether or not there was anything to remove.
+    """
+    address = cluster_address(args)
+    if not address:
+        raise UsageError('which cluster? pass --scheduler ADDRESS or set DASK_SCHEDULER_ADDRESS')
+    from ..multi.dask import ClusterError, remove_orphaned_jobs
+
+    try:
+        import distributed
+
+        with distributed.Client(address, timeout=30, set_as_default=False) as client:
+            removed = remove_orphaned_jobs(client)
+    except ImportError as exc:
+        raise CliError(f"the Dask extra is not installed: pip install 'stashworks[dask]' ({exc})") from exc
+    except (OSError, TimeoutError) as exc:
+        raise ClusterError(f'cannot connect to the Dask scheduler at {address}: {exc}') from exc
+    if removed:
+        echo(f'removed {plural(len(removed), "batch job")} whose driver is gone: {", ".join(removed)}')
+    else:
+        echo(f'no batch job whose driver is gone on {address}')
+    return 0
 
 
 def cmd_demo(args: argparse.Namespace) -> int:
