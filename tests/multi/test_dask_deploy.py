@@ -509,6 +509,21 @@ def test_remove_orphaned_jobs_removes_only_jobs_whose_driver_is_gone(deployed: D
     assert all(names == [] for names in stashworks_plugins(client).values())
 
 
+def test_stashworks_dask_cleanup_removes_the_job_of_a_killed_driver(deployed: Deployed, tmp_path: Path) -> None:
+    client = deployed.ready()
+    _start_driver_and_kill_it(deployed, tmp_path)
+    orphans = stashworks_plugins(client)['scheduler']
+    assert orphans
+
+    run = _cli(['dask-cleanup', '--scheduler', deployed.address], cwd=tmp_path, env=_driver_env())
+
+    assert run.returncode == 0, run.stderr
+    assert f'removed {len(orphans)} batch job' in run.stdout and orphans[0] in run.stdout
+    assert all(names == [] for names in stashworks_plugins(client).values())
+    again = _cli(['dask-cleanup'], cwd=tmp_path, env=_driver_env(DASK_SCHEDULER_ADDRESS=deployed.address))
+    assert again.returncode == 0 and 'no batch job whose driver is gone' in again.stdout, again.stderr
+
+
 def test_a_batch_leaves_nothing_on_the_cluster_when_it_ends(deployed: Deployed, tmp_path: Path) -> None:
     client = deployed.ready()
     stash = _stash(tmp_path / 'out', pid_and_key, _keys(8), DaskExecutor(deployed.address))
