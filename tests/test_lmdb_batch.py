@@ -365,3 +365,22 @@ def main() -> int:
 if __name__ == '__main__':
     sys.path.insert(0, str(HERE.parent))
     sys.exit(main())
+
+
+def long_key(i: int) -> str:
+    return f'{i:0200d}'
+
+
+def one(key: str) -> int:
+    return 1
+
+
+@pytest.mark.timeout(90)
+def test_fast_items_with_long_keys_never_deadlock_the_pool(tmp_path: Path) -> None:
+    # Items this fast, with keys this long, fill the pipes both ways: a
+    # chunk on its way to a worker while the worker reports what it did.
+    store = LmdbStash(tmp_path / 'out')
+    batch = MultiProcessFactoryStash(store, one, keys=lambda: (long_key(i) for i in range(50_000)), workers=2)
+    result = batch.prime()
+    assert (result.computed, len(store)) == (50_000, 50_000)
+    batch.close()

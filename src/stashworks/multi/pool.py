@@ -236,15 +236,16 @@ def _worker_main(
 
     def read_tasks() -> None:
         # A thread drains the task pipe, so the parent never blocks on a
-        # full pipe while this worker is busy sending results.  Between
-        # tasks it sends the items finished so far, and checks that the
-        # parent is still there (where PR_SET_PDEATHSIG is missing).
+        # full pipe while this worker is busy sending results.  It never
+        # sends itself: a send blocks while the parent is busy sending a
+        # chunk here, and the two would wait for each other for ever.
+        # Between tasks it checks that the parent is still there (where
+        # PR_SET_PDEATHSIG is missing).
         while True:
             try:
                 if not task_r.poll(flush_interval):
                     if os.getppid() != ppid:
                         os._exit(ORPHAN_EXIT)
-                    out.flush(due_only=True)
                     continue
                 data = task_r.recv_bytes()
             except (EOFError, OSError):
@@ -257,7 +258,16 @@ def _worker_main(
             tasks.put(msg)
             if msg is None:
                 return
-            out.flush(due_only=True)
+
+    def send_finished_items() -> None:
+        # The items finished so far, every flush interval, from a thread
+        # of their own (see read_tasks).
+        while True:
+            time.sleep(flush_interval)
+            try:
+                out.flush(due_only=True)
+            except (EOFError, OSError):
+                os._exit(ORPHAN_EXIT)  # the parent's end is gone
 
     try:
         job = load_job(job_bytes)
@@ -268,6 +278,7 @@ def _worker_main(
     # KeyboardInterrupt the job raises is its unit's failure.
     job.passthrough = (WorkerStop,)
     threading.Thread(target=read_tasks, name='stashworks-tasks', daemon=True).start()
+    threading.Thread(target=send_finished_items, name='stashworks-items', daemon=True).start()
     out.send(('ready', os.getpid()))
     items = 0
     retire = ''
