@@ -121,7 +121,8 @@ def test_a_run_started_later_joins_midway(tmp_path: Path) -> None:
 def test_sigkilled_run_costs_at_most_the_chunks_it_held(tmp_path: Path) -> None:
     out, markers = tmp_path / 'out', tmp_path / 'markers'
     markers.mkdir()
-    env = env_for(markers, delay=0.03)
+    expiry = 5.0  # long enough to see the claims expiring in status first
+    env = env_for(markers, delay=0.03, STASHWORKS_CLAIM_EXPIRY=str(expiry))
     victim = start_run(out, 200, 2, env, '--chunk-size', '5')
     wait_for(lambda: len(os.listdir(markers)) >= 20, what='the first run to get going')
     survivor = start_run(out, 200, 1, env, '--chunk-size', '5')
@@ -133,6 +134,13 @@ def test_sigkilled_run_costs_at_most_the_chunks_it_held(tmp_path: Path) -> None:
     killed = time.time()
     held = open_claims_of(out, doomed)
     assert held, 'the killed run held claims'
+    # Until they expire, status shows the dead run's claims as expiring.
+    status = subprocess.run(
+        [*command(), 'status', str(out), '--json'], capture_output=True, text=True, env=env, timeout=60
+    )
+    report = json.loads(status.stdout)
+    (dead,) = [r for r in report['runs'] if r['run'] == doomed]
+    assert dead['state'] == 'expiring' and 0 < dead['expires_in'] <= expiry and dead['claims'] >= 1
     result = result_of(survivor)
     counts = computations(markers)
     assert set(counts) == keys_of(200)
@@ -144,7 +152,7 @@ def test_sigkilled_run_costs_at_most_the_chunks_it_held(tmp_path: Path) -> None:
         for name in os.listdir(markers)
         if name.split('.', 1)[0] in held and int(name.split('.')[1]) == survivor.pid
     ]
-    assert retaken and min(retaken) >= killed + EXPIRY - HEARTBEAT - 0.5
+    assert retaken and min(retaken) >= killed + expiry - HEARTBEAT - 0.5
     assert result['total'] == 200
 
 
