@@ -114,7 +114,7 @@ def test_a_run_started_later_joins_midway(tmp_path: Path) -> None:
     a, b = result_of(first), result_of(second)
     counts = computations(markers)
     assert set(counts) == keys_of(300) and max(counts.values()) == 1
-    assert b['done_before'] >= 40 and b['computed'] > 0
+    assert b['done_before'] >= 30 and b['computed'] > 0
     assert a['computed'] + b['computed'] == 300
 
 
