@@ -235,12 +235,27 @@ def test_settled_claim_is_released_on_disk(tmp_path: Path) -> None:
 
 
 def test_cleanup_keeps_the_highest_claim_number(tmp_path: Path) -> None:
-    book = ClaimBook(tmp_path, never_settled, heartbeat=5.0, expiry=60.0)
+    book = ClaimBook(tmp_path, never_settled, heartbeat=5.0, expiry=60.0, keep_for=0.0)
     book.open()
     for n in range(4):
         book.settle(book.claim([f'k{n}']).keys)
     book.close('finished', cleanup=True)
     assert os.listdir(claims_dir(tmp_path)) == ['3.json']
+
+
+def test_cleanup_keeps_recent_releases_for_runs_still_planning(tmp_path: Path) -> None:
+    book = ClaimBook(tmp_path, never_settled, heartbeat=5.0, expiry=60.0)
+    book.open()
+    for n in range(3):
+        book.settle(book.claim([f'k{n}']).keys)
+    book.close('finished', cleanup=True)
+    assert sorted(os.listdir(claims_dir(tmp_path))) == ['0.json', '1.json', '2.json']
+    # A run that listed the stores before k0 was stored learns it from the claim.
+    late = ClaimBook(tmp_path, lambda k: True, heartbeat=5.0, expiry=60.0)
+    late.open()
+    got = late.claim(['k0', 'k9'])
+    assert got.keys == ['k9'] and got.done_elsewhere == ['k0']
+    late.close()
     later = ClaimBook(tmp_path, never_settled, heartbeat=5.0, expiry=60.0)
     later.open()
     assert later.claim(['k9']).seq == 4

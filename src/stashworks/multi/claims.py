@@ -134,6 +134,10 @@ class ClaimBook:
         info: fields for the run's record (``workers``, ``executor``,
             ``total``...).
         refresh: least seconds between two readings of another run's record.
+        keep_for: seconds a released claim stays on disk at least
+            (default: the expiry, and at least 10 minutes): a run that
+            planned before the release and registers after it still reads
+            which keys were settled.
     """
 
     def __init__(
@@ -144,12 +148,14 @@ class ClaimBook:
         expiry: Optional[float] = None,
         info: Optional[dict[str, Any]] = None,
         refresh: float = 0.5,
+        keep_for: Optional[float] = None,
     ) -> None:
         self.state_dir = Path(state_dir)
         self.dir = claims_dir(self.state_dir)
         self.settled = settled
         self.heartbeat, self.expiry = claim_timings(heartbeat, expiry)
         self.refresh = refresh
+        self.keep_for = max(self.expiry, 600.0) if keep_for is None else keep_for
         self._lock = threading.Lock()
         #: this run's open claims: number -> keys not settled yet
         self.mine: dict[int, set[str]] = {}
@@ -203,9 +209,10 @@ class ClaimBook:
             state: ``'finished'``, ``'interrupted'`` or ``'crashed'``; any
                 of them voids this run's claims for the other runs at once.
             cleanup: the batch is complete: if no other run holds claims,
-                remove the released claims (all but the highest number,
-                which keeps later claims numbered above every earlier one)
-                and the records of runs that ended or died.
+                remove the claims released more than :attr:`keep_for`
+                seconds ago (all but the highest number, which keeps later
+                claims numbered above every earlier one) and the records of
+                runs that ended or died.
         """
         if self.closed:
             return
@@ -226,9 +233,15 @@ class ClaimBook:
         if any(v.holds_claims for v in views if v.run_id != self.run_id):
             return
         seqs = self._listed()
+        # Only claims released long ago go: a run still planning (it has
+        # not registered yet) learns from the recent ones which of its
+        # planned keys were settled meanwhile.
+        old = time.time() - self.keep_for
         for seq in seqs[:-1]:
+            path = self.dir / f'{seq}.json'
             try:
-                os.unlink(self.dir / f'{seq}.json')
+                if os.stat(path).st_mtime < old:
+                    os.unlink(path)
             except FileNotFoundError:
                 pass
         for view in views:
