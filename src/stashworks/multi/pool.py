@@ -1,29 +1,8 @@
 """The local process pool: one process per worker, each with its own pipes.
 
-``multiprocessing.Pool`` hangs forever when a worker is killed, and
-``ProcessPoolExecutor`` fails every pending task; neither says which task
-killed its worker.  This small pool does.  Each worker is one
-``multiprocess`` process with a task pipe and a result pipe.  The parent
-waits (``multiprocess.connection.wait``) on every result pipe *and* every
-process sentinel, so it sees a death at once and knows which chunk that
-worker held: that chunk is reported lost, the chunks still queued at the
-worker go to others, and a fresh worker takes its place.
-
-Workers report settled units in batches, a
-:class:`~stashworks.multi.wire.Progress` at most every
-:data:`FLUSH_INTERVAL` seconds (so the progress bar moves within a chunk
-without one message per item), and end each chunk with one message that
-carries only the units not sent yet: each unit crosses the pipe once.
-Messages travel as bytes pickled by
-the standard library's C pickler; dill, whose pickler is pure Python, is
-used for the job (sent once per worker) and for the rare message plain
-pickle refuses or could not send to a spawned worker (work units of a
-local class, or of a class defined in ``__main__``).
-Workers ignore SIGINT (only the parent decides to stop), end on SIGTERM with a
-clean ``SystemExit`` (an interrupted atomic write removes its temp file),
-and end by themselves when the parent dies (``PR_SET_PDEATHSIG`` on
-Linux, plus a check every :data:`FLUSH_INTERVAL` seconds by each
-worker's task thread, and between chunks).
+The parent waits on every worker's result pipe and process sentinel at
+once, so it sees a death at once and knows which chunk that worker held.
+docs/engine.md ("The local pool") describes the messages and signals.
 """
 
 from __future__ import annotations
