@@ -65,6 +65,7 @@ from typing import Any, Callable, Iterator, Literal, Optional, Union
 import dill
 
 from .._atomic import TEMP_PREFIX, TEMP_SUFFIX
+from .._text import plural
 from ..stores import local_only_store, machine_id
 from .executor import Executor
 from .job import Job, dump_job, load_job
@@ -277,7 +278,7 @@ def remove_orphaned_jobs(client: 'distributed.Client') -> list[str]:
             continue
         removed.append(name)
     if removed:
-        logger.info('removed %d batch job(s) whose driver is gone: %s', len(removed), ', '.join(removed))
+        logger.info('removed %s whose driver is gone: %s', plural(len(removed), 'batch job'), ', '.join(removed))
     return removed
 
 
@@ -571,7 +572,8 @@ class DaskExecutor(Executor):
         self._learn_names(client, nthreads)
         self._backlog = self._resolve_backlog(client)
         address = client.scheduler.address
-        self._description = f'Dask cluster at {address} ({len(nthreads)} workers, {sum(nthreads.values())} threads)'
+        threads = plural(sum(nthreads.values()), 'thread')
+        self._description = f'Dask cluster at {address} ({plural(len(nthreads), "worker")}, {threads})'
         if self.resources:
             self._description += f', {self._threads} with {self.resources}'
         logger.info('running on %s', self._description)
