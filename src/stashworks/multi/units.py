@@ -1130,7 +1130,10 @@ def write_census(state_dir: Optional[Path], census: Census) -> None:
     from .layout import STATE_DIR
 
     path = Path(state_dir) / STATE_DIR / CENSUS_FILE
-    payload = json.dumps(census.as_dict(), indent=1).encode('utf-8')
+    data = census.as_dict()
+    if read_census(state_dir) == data:
+        return  # unchanged (a complete batch read again, maybe from a read-only folder)
+    payload = json.dumps(data, indent=1).encode('utf-8')
 
     def write(fh: IO[bytes]) -> None:
         fh.write(payload)
