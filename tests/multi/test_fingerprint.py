@@ -318,3 +318,24 @@ def test_pickling_an_instance_does_not_change_its_class_fingerprint() -> None:
     pickle.dumps(Pickled())
     assert '__slotnames__' in vars(Pickled)
     assert fingerprint(Pickled()) == before
+
+
+class Broken:
+    """A global whose attribute lookup fails as a proxy to something closed would."""
+
+    def __getattr__(self, name: str) -> Any:
+        raise RuntimeError(f'closed: no {name}')
+
+    def __reduce__(self) -> Any:
+        raise RuntimeError('closed')
+
+
+BROKEN = Broken()
+
+
+def uses_broken(key: str) -> Any:
+    return BROKEN, key
+
+
+def test_a_value_that_cannot_even_be_inspected_is_named_by_its_type() -> None:
+    assert fingerprint(uses_broken) == fingerprint(uses_broken)

@@ -398,14 +398,16 @@ class _Walker:
     def _obj(self, v: Any, cls: type) -> Any:
         if isinstance(v, enum.Enum):
             return ('enum', self.cls(cls), v.name)
-        if hasattr(v, 'dtype') and hasattr(v, 'shape') and callable(getattr(v, 'tobytes', None)):
-            # An array: its bytes, not its (abbreviated) repr.
-            try:
+        try:
+            if hasattr(v, 'dtype') and hasattr(v, 'shape') and callable(getattr(v, 'tobytes', None)):
+                # An array: its bytes, not its (abbreviated) repr.
                 data = v.tobytes()
                 return ('array', _qualified(cls), str(v.dtype), tuple(v.shape), hashlib.sha256(data).hexdigest())
-            except Exception:
-                pass
-        state = getattr(v, '__dict__', None)
+            state = getattr(v, '__dict__', None)
+        except Exception:
+            # An object whose attribute lookup itself fails (a proxy, a
+            # handle to something closed): only its type is known.
+            return ('opaque', _qualified(cls))
         if _is_user_module(cls.__module__) and isinstance(state, dict):
             return ('object', self.cls(cls), self.value(dict(state)))
         if isinstance(v, os.PathLike):
