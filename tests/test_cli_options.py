@@ -357,7 +357,9 @@ def test_status_of_a_young_batch_has_a_rate_and_an_eta(tmp_path: Path) -> None:
     keys = _keys_file(tmp_path, [f'k{i:03d}' for i in range(200)])
     proc = start_stashworks('run', 'cli_jobs:slow', '--keys', keys, '--out', out, *FAST, CLI_JOBS_DELAY='0.05')
     try:
-        _wait_for(lambda: (out / '.stashworks' / 'status.json').exists() and len(DirectoryStash(out)) >= 2)
+        status_file = out / '.stashworks' / 'status.json'
+        # The first rewrite of the status file after some items (about a second in).
+        _wait_for(lambda: status_file.exists() and json.loads(status_file.read_text(encoding='utf-8'))['done'] >= 2)
         report = json.loads(stashworks('status', out, '--json').stdout)
         text = stashworks('status', out).stdout
     finally:
