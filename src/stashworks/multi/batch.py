@@ -438,17 +438,22 @@ class Batch:
         culprit, rest = unfinished[0], unfinished[1:]
         reason = report.reason or 'worker lost'
         max_retries = self.settings.max_retries
-        logger.warning(
-            'worker %s died on key %r (%s); attempt %d of %d',
-            report.worker or '?',
-            culprit,
-            reason,
-            chunk.attempt + 1,
-            max_retries + 1,
-        )
-        self._emit('lost', key=culprit, chunk_id=chunk.id, size=len(chunk.units), message=reason)
         timeout = report.extra.get('timeout')
         limit = float(timeout) if report.error_type == ITEM_TIMEOUT and isinstance(timeout, (int, float)) else None
+        if limit is not None:
+            logger.warning(
+                'key %r ran past the item timeout of %g s on worker %s', culprit, limit, report.worker or '?'
+            )
+        else:
+            logger.warning(
+                'worker %s died on key %r (%s); attempt %d of %d',
+                report.worker or '?',
+                culprit,
+                reason,
+                chunk.attempt + 1,
+                max_retries + 1,
+            )
+        self._emit('lost', key=culprit, chunk_id=chunk.id, size=len(chunk.units), message=reason)
         # A unit past item_timeout would only hang again: recorded at once.
         # Otherwise the culprit is retried max_retries times, even when it
         # shared its chunk (max_retries=0: never).

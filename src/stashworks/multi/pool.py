@@ -639,7 +639,7 @@ class LocalPoolExecutor(Executor):
                 requeue.append(chunk)
         # Chunks it never started go first to the next free worker.
         self._queue.extendleft(reversed(requeue))
-        if not w.retiring:
+        if not w.retiring and not w.timed_out:
             logger.warning('worker %s died (%s) holding %s', worker_name(w.pid), reason, plural(len(w.chunks), 'chunk'))
 
     def reports(self, timeout: Optional[float] = None) -> Iterator[Report]:
@@ -695,7 +695,8 @@ class LocalPoolExecutor(Executor):
             # SIGKILL: a unit stuck in C code never runs a SIGTERM handler.
             # Its death is then reported like any other, as a timeout.
             w.timed_out = limit
-            logger.warning(
+            # Info: the batch warns, naming the key.
+            logger.info(
                 'worker %s ran one item for more than %g s (item_timeout); stopping it', worker_name(w.pid), limit
             )
             try:
