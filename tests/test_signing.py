@@ -159,3 +159,15 @@ def test_batch_workers_write_signed_items(tmp_path: Path) -> None:
     assert dict(reader) == {str(i): i * i for i in range(6)}
     with pytest.raises(StashSignatureError):
         DirectoryStash(tmp_path / 'out', serializer=SigningSerializer(key='other')).load('1')
+
+
+@pytest.mark.timeout(30)
+def test_a_folder_or_fifo_named_like_a_signed_item_is_no_item(signed: DirectoryStash) -> None:
+    signed.dump('real', 1)
+    (signed.path / 'folder.dat').mkdir()
+    os.mkfifo(signed.path / 'fifo.dat')
+    for key in ('folder', 'fifo'):
+        with pytest.raises(KeyError):
+            signed.load(key)
+        assert (signed.exists(key), signed.get(key, 'd')) == (False, 'd')
+    assert signed.keys() == ['real']

@@ -452,12 +452,18 @@ class DirectoryStash(CloseableStash[V]):
 
     def load(self, key: str) -> V:
         path = self._item_path(key)
+        serializer = self.serializer
+        if getattr(serializer, 'reads_whole_file', False):
+            # It takes the bytes (loads): one open, fstat and read, no file object.
+            data = self._read_bytes(key, path)
+            try:
+                return serializer.loads(data)  # type: ignore[union-attr]
+            except Exception as exc:
+                raise self._corrupt(key, path, exc) from exc
         try:
             # Opened outside `with` so that only a missing file means a
             # missing key; errors while reading are corruption.
-            # A serializer that reads the whole file at once gets it
-            # unbuffered: a buffered reader costs more to set up than it saves.
-            fh = open(path, 'rb', buffering=0 if getattr(self.serializer, 'reads_whole_file', False) else -1)  # noqa: SIM115
+            fh = open(path, 'rb')  # noqa: SIM115
         except (FileNotFoundError, NotADirectoryError, IsADirectoryError):
             # A folder named like an item is no item: keys() skips it too.
             raise self.missing_error(key) from None
@@ -465,12 +471,41 @@ class DirectoryStash(CloseableStash[V]):
             raise StashReadError(f'cannot read item {key!r} from {path} in {self!r}: {_errno_name(exc)}') from exc
         with fh:
             try:
-                return self.serializer.load(fh)  # type: ignore[union-attr]
+                return serializer.load(fh)  # type: ignore[union-attr]
             except Exception as exc:
-                error = StashSignatureError if isinstance(exc, StashSignatureError) else StashCorruptError
-                raise error(
-                    f'cannot read item {key!r} from {path} in {self!r}: {type(exc).__name__}: {exc or "(no message)"}'
-                ) from exc
+                raise self._corrupt(key, path, exc) from exc
+
+    def _corrupt(self, key: str, path: str, exc: Exception) -> StashCorruptError:
+        error = StashSignatureError if isinstance(exc, StashSignatureError) else StashCorruptError
+        return error(f'cannot read item {key!r} from {path} in {self!r}: {type(exc).__name__}: {exc or "(no message)"}')
+
+    def _read_bytes(self, key: str, path: str) -> bytes:
+        """The content of the item file ``path``; a missing key unless it is a regular file."""
+        try:
+            # O_NONBLOCK: a FIFO named like an item must not hang the read.
+            fd = os.open(path, os.O_RDONLY | getattr(os, 'O_NONBLOCK', 0) | getattr(os, 'O_CLOEXEC', 0))
+        except (FileNotFoundError, NotADirectoryError):
+            raise self.missing_error(key) from None
+        except OSError as exc:
+            raise StashReadError(f'cannot read item {key!r} from {path} in {self!r}: {_errno_name(exc)}') from exc
+        try:
+            st = os.fstat(fd)
+            if not stat.S_ISREG(st.st_mode):
+                # A folder (or FIFO...) named like an item is no item: keys() skips it too.
+                raise self.missing_error(key)
+            # Items are replaced whole, never grown: read what fstat says is there.
+            chunks, left = [], st.st_size
+            while left > 0:
+                chunk = os.read(fd, left)
+                if not chunk:
+                    break
+                chunks.append(chunk)
+                left -= len(chunk)
+            return chunks[0] if len(chunks) == 1 else b''.join(chunks)
+        except OSError as exc:
+            raise StashReadError(f'cannot read item {key!r} from {path} in {self!r}: {_errno_name(exc)}') from exc
+        finally:
+            os.close(fd)
 
     def dump(self, key: str, value: Any) -> None:
         path = self._item_path(key, create=True)

@@ -149,8 +149,8 @@ class SigningSerializer:
         ValueError: no key is given or configured, or the key is empty.
     """
 
-    #: :meth:`load` reads the whole file in one call, so a stash may hand
-    #: it an unbuffered file (cheaper to open).
+    #: It reads the whole file at once, so a stash may hand it the bytes
+    #: (:meth:`loads`) rather than a file object.
     reads_whole_file = True
 
     def __init__(
@@ -223,6 +223,18 @@ class SigningSerializer:
         if not hmac.compare_digest(self._sign(payload), data[len(_SIGNED_TAG) : _HEADER_SIZE]):
             raise StashSignatureError('bad signature (altered, or signed with another key); refusing to deserialize it')
         return payload
+
+    def loads(self, data: bytes) -> Any:
+        """Return the value stored in ``data`` (all of a file), after checking its signature.
+
+        Raises:
+            StashSignatureError: ``data`` is not signed with this key.
+        """
+        payload = self.verify(data)
+        inner = self.inner
+        if type(inner) is PickleSerializer:
+            return pickle.loads(payload)
+        return inner.load(io.BytesIO(payload))
 
     def load(self, fh: IO[bytes]) -> Any:
         payload = self.verify(fh.read())
