@@ -436,9 +436,26 @@ class LmdbStash(CloseableStash):
         return data
 
     def dump(self, key: str, value: Any) -> None:
-        handle = self._env()
-        dbk, kb = self._db_key(key)
-        data = self._encode(key, value)
+        handle = self._handle
+        if handle is None or handle.env is None:
+            handle = self._env()
+        if type(key) is str and self._protocol is not None:
+            # The usual item (a key LMDB holds as it is, pickled), in as few
+            # steps as it takes: a batch worker dumps every item here.
+            dbk = key.encode('utf-8', 'surrogatepass')
+            kb = None if 0 < len(dbk) <= _MAX_KEY else dbk
+            if kb is not None:
+                dbk = _HASHED + hashlib.sha256(kb).digest()
+            try:
+                data = pickle.dumps(value, self._protocol)
+            except Exception as exc:
+                # Worded as serialize_into words it.
+                raise SerializationError(
+                    f'cannot serialize item {key!r} for {self.path} in {self!r}: {type(exc).__name__}: {exc}'
+                ) from exc
+        else:
+            dbk, kb = self._db_key(key)
+            data = self._encode(key, value)
         if kb is not None:
             data = _KEY_LEN.pack(len(kb)) + kb + data
         elif not self._group:
