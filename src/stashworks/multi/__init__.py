@@ -1,10 +1,12 @@
 """The batch layer: :class:`MultiProcessStash` and its executors.
 
 Module map (each imports only those above it): ``wire`` (what travels),
-``layout`` (where files go), ``workers``, ``chunking``, ``progress``,
-``failures``, ``status``, ``job`` (the worker side), ``executor`` (the
-contract), ``serial``/``pool``/``dask`` (executors), ``settings``,
-``plan``, ``batch`` (the engine), ``stash`` (the public stashes).
+``fingerprint`` (the version of the code), ``layout`` (where files go),
+``workers``, ``chunking``, ``progress``, ``failures``, ``status``, ``job``
+(the worker side), ``units`` (unit identities, the record of finished
+units, planning by unit), ``executor`` (the contract),
+``serial``/``pool``/``dask`` (executors), ``settings``, ``plan``,
+``batch`` (the engine), ``stash`` (the public stashes).
 """
 
 from __future__ import annotations
