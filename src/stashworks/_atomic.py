@@ -49,7 +49,12 @@ def temp_name() -> str:
     return f'{TEMP_PREFIX}{_token}{next(_counter)}{TEMP_SUFFIX}'
 
 
-def atomic_write(path: Union[str, 'os.PathLike[str]'], write: Callable[[IO[bytes]], None], fsync: bool = False) -> None:
+def atomic_write(
+    path: Union[str, 'os.PathLike[str]'],
+    write: Callable[[IO[bytes]], None],
+    fsync: bool = False,
+    buffering: int = -1,
+) -> None:
     """Write ``path`` atomically.
 
     ``write`` is called with a binary file object opened on a temp file in
@@ -63,6 +68,8 @@ def atomic_write(path: Union[str, 'os.PathLike[str]'], write: Callable[[IO[bytes
         write: fills the file object.
         fsync: also ``fsync`` the data before the rename (survives power
             loss, costs a disk flush per write).
+        buffering: as for :func:`open`; ``0`` for a writer that writes all
+            its bytes in one call.
     """
     path = os.fspath(path)
     # The temp goes next to the file (same file system, so the rename is
@@ -70,7 +77,7 @@ def atomic_write(path: Union[str, 'os.PathLike[str]'], write: Callable[[IO[bytes
     head, sep, _ = path.rpartition(os.sep)
     tmp = f'{head}{sep}{temp_name()}'
     try:
-        with open(tmp, 'xb') as fh:
+        with open(tmp, 'xb', buffering=buffering) as fh:
             write(fh)
             if fsync:
                 fh.flush()

@@ -515,6 +515,10 @@ class DirectoryStash(CloseableStash[V]):
         self._write(key, path, value)
 
     def _write(self, key: str, path: str, value: Any, raw: bool = False) -> None:
+        # A serializer that writes whole files writes them in one call:
+        # a buffer in between would only copy the bytes.
+        buffering = 0 if not raw and getattr(self.serializer, 'reads_whole_file', False) else -1
+
         def write(fh: IO[bytes]) -> None:
             if raw:
                 fh.write(value)
@@ -523,12 +527,12 @@ class DirectoryStash(CloseableStash[V]):
 
         try:
             try:
-                atomic_write(path, write, fsync=self.fsync)
+                atomic_write(path, write, fsync=self.fsync, buffering=buffering)
             except FileNotFoundError:
                 # The folder may be missing, or another process may be
                 # creating it right now: (re)create it and try once more.
                 self.path.mkdir(parents=True, exist_ok=True)
-                atomic_write(path, write, fsync=self.fsync)
+                atomic_write(path, write, fsync=self.fsync, buffering=buffering)
         except OSError as exc:
             err = StashWriteError(f'cannot write item {key!r} to {path} in {self!r}: {_errno_name(exc)}')
             err.errno = exc.errno

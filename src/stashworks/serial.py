@@ -207,7 +207,10 @@ class SigningSerializer:
         payload = self._payload(value)
         # One write: the payload is small next to a second call, or large
         # enough that the copy costs little against hashing it.
-        fh.write(b''.join((_SIGNED_TAG, self._sign(payload), payload)))
+        data = memoryview(b''.join((_SIGNED_TAG, self._sign(payload), payload)))
+        # A loop: an unbuffered file may take fewer bytes than it is given.
+        while data:
+            data = data[fh.write(data) or 0 :]
 
     def verify(self, data: Union[bytes, bytearray, memoryview]) -> memoryview:
         """Return the payload of signed ``data`` (what the inner serializer wrote).
