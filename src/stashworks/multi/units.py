@@ -187,8 +187,9 @@ class UnitRecord(NamedTuple):
 _quote: Callable[[str], str] = getattr(json.encoder, 'c_encode_basestring', None) or json.encoder.py_encode_basestring
 
 
-#: A buffered record: ``(unit, item keys, kept_from, time or None)``.
-_Entry = tuple[str, Sequence[str], Optional[str], Optional[float]]
+#: A buffered record: ``(unit, item keys or None for (unit,), kept_from,
+#: time or None)``.
+_Entry = tuple[str, Optional[Sequence[str]], Optional[str], Optional[float]]
 
 
 def encode_lines(version: str, entries: Sequence[_Entry], now: float) -> list[str]:
@@ -205,6 +206,8 @@ def encode_lines(version: str, entries: Sequence[_Entry], now: float) -> list[st
     lines: list[str] = []
     append = lines.append
     for unit, keys, kept_from, when in entries:
+        if keys is None:
+            keys = (unit,)
         if kept_from is None and when is None and len(keys) == 1 and keys[0] == unit:
             append('[' + _quote(unit) + one_key_tail)
             continue
@@ -351,6 +354,13 @@ class UnitLog:
             pending = self._pending[version] = []
         # Encoded at flush time, all at once: a record costs an append here.
         pending.append((unit, keys, kept_from, when))
+
+    def add_entries(self, version: str, entries: Iterable[tuple[str, Optional[Sequence[str]]]]) -> None:
+        """Buffer many records of one version: ``(unit, item keys)``, ``None`` for the unit's own key."""
+        pending = self._pending.get(version)
+        if pending is None:
+            pending = self._pending[version] = []
+        pending.extend((unit, keys, None, None) for unit, keys in entries)
 
     def record(self, unit: str, version: str, keys: Sequence[str], kept_from: Optional[str] = None) -> None:
         """Write the record of a finished unit now."""
@@ -1032,7 +1042,12 @@ class UnitJob(Job):
             row = self._finished.get(unit)
         if self.mode == 'one':
             return row is None or row[1] == self.version
-        return row is not None and row[1] == self.version
+        if row is None or row[1] != self.version:
+            return False
+        # Recorded, and every item it stored is still there (one deleted
+        # by hand sends the unit back, as planning does).
+        exists = self.delegate.exists
+        return all(exists(key) for key in ((unit,) if row[2] is None else row[2]))
 
     def exists(self, unit: str) -> bool:
         """:meth:`unit_done` under the name a store's membership test has."""
@@ -1055,38 +1070,50 @@ class UnitJob(Job):
         if log is None:
             return finish, commit
         version, keys_of = self.version, self.unit_keys
-        recorded = len(ledger.done)
+        done = ledger.done
+        recorded = len(done)
         wait = RECORD_SECONDS if self.mode == 'one' else 0.0
         due = time.monotonic() + wait
+        # Records waiting for their write: (unit, item keys or None for
+        # the unit's own key), cheap to append once per unit.
+        entries: list[tuple[str, Optional[tuple[str, ...]]]] = []
 
-        def harvest(force: bool) -> None:
-            # A unit enters ledger.done only once its items are durable
-            # (the job's own rule), so its record may be written from then.
-            nonlocal recorded, due
-            done = ledger.done
-            grown = len(done) > recorded
-            for uid in done[recorded:]:
-                log.add(uid, version, keys_of.pop(uid, (uid,)))
-            recorded = len(done)
-            if log.pending and (force or (grown and grouped) or time.monotonic() >= due):
-                due = time.monotonic() + wait
-                try:
-                    log.flush()
-                except OSError as exc:
-                    # Kept buffered for the next flush; lost records only
-                    # mean those units are computed again.
-                    logger.error('cannot record finished units in %s: %s', log.path, exc)
+        def write() -> None:
+            nonlocal due
+            due = time.monotonic() + wait
+            log.add_entries(version, entries)
+            entries.clear()
+            try:
+                log.flush()
+            except OSError as exc:
+                # Kept buffered for the next flush; lost records only
+                # mean those units are computed again.
+                logger.error('cannot record finished units in %s: %s', log.path, exc)
 
         def recording_finish(unit: str, ok: bool) -> bool:
+            # A unit enters ledger.done only once its items are durable
+            # (the job's own rule), so its record may be written from then.
+            nonlocal recorded
             stop = finish(unit, ok)
-            harvest(False)
+            n = len(done)
+            if n > recorded:
+                for uid in done[recorded:n]:
+                    entries.append((uid, keys_of.pop(uid, None)))
+                recorded = n
+                if grouped or time.monotonic() >= due:
+                    write()
             return stop
 
         def recording_commit() -> None:
+            nonlocal recorded
             try:
                 commit()
             finally:
-                harvest(True)
+                for uid in done[recorded:]:
+                    entries.append((uid, keys_of.pop(uid, None)))
+                recorded = len(done)
+                if entries or log.pending:
+                    write()
                 keys_of.clear()
 
         return recording_finish, recording_commit
