@@ -138,6 +138,10 @@ class ClaimBook:
             (default: the expiry, and at least 10 minutes): a run that
             planned before the release and registers after it still reads
             which keys were settled.
+        planned_at: when this run began listing the stores (epoch
+            seconds): a claim released before then is left out of the
+            index, since the listing already says what became of its keys
+            (and the run's own plan is the judge of what is done).
     """
 
     def __init__(
@@ -149,6 +153,7 @@ class ClaimBook:
         info: Optional[dict[str, Any]] = None,
         refresh: float = 0.5,
         keep_for: Optional[float] = None,
+        planned_at: Optional[float] = None,
     ) -> None:
         self.state_dir = Path(state_dir)
         self.dir = claims_dir(self.state_dir)
@@ -156,6 +161,7 @@ class ClaimBook:
         self.heartbeat, self.expiry = claim_timings(heartbeat, expiry)
         self.refresh = refresh
         self.keep_for = max(self.expiry, 600.0) if keep_for is None else keep_for
+        self.planned_at = planned_at
         self._lock = threading.Lock()
         #: this run's open claims: number -> keys not settled yet
         self.mine: dict[int, set[str]] = {}
@@ -197,8 +203,10 @@ class ClaimBook:
         self.record.start()
         self._opened = True
         listed = self._listed()
+        # A couple of seconds of slack for the clocks of other hosts.
+        before = None if self.planned_at is None else self.planned_at - 2.0
         for seq in listed:
-            self._read(seq)
+            self._read(seq, released_before=before)
         if listed:
             self._next = max(listed) + 1
 
@@ -270,8 +278,12 @@ class ClaimBook:
         except FileNotFoundError:
             return []
 
-    def _read(self, seq: int) -> None:
-        """Read another run's claim ``seq`` into the index."""
+    def _read(self, seq: int, released_before: Optional[float] = None) -> None:
+        """Read another run's claim ``seq`` into the index.
+
+        A claim released before ``released_before`` (epoch seconds) is
+        not indexed.
+        """
         path = self.dir / f'{seq}.json'
         data: Any = None
         mtime = time.time()
@@ -293,6 +305,8 @@ class ClaimBook:
         keys = data.get('keys') or []
         claim = _Claim(run, tuple(k for k in keys if isinstance(k, str)), mtime, bool(data.get('released')))
         self.others[seq] = claim
+        if claim.released and released_before is not None and mtime < released_before:
+            return
         # A released claim is indexed too: its keys may have been settled
         # after this run listed the stores, which ``settled`` will tell.
         for key in claim.keys:
@@ -636,16 +650,20 @@ def store_state(delegate: Any, failures: Any, done: Optional[Callable[[str], boo
 
 
 def open_book(
-    state_dir: Optional[Path], settled: KeyState, info: Optional[dict[str, Any]] = None
+    state_dir: Optional[Path],
+    settled: KeyState,
+    info: Optional[dict[str, Any]] = None,
+    planned_at: Optional[float] = None,
 ) -> Optional[ClaimBook]:
     """An open :class:`ClaimBook` for a run on ``state_dir``, or ``None``.
 
     ``None`` when the batch has no folder of its own (an in-memory
     delegate: no other run can see it) or ``STASHWORKS_CLAIMS=0``.
+    ``planned_at`` is when the run began listing the stores (epoch seconds).
     """
     if state_dir is None or not claims_enabled():
         return None
-    book = ClaimBook(state_dir, settled, info=info)
+    book = ClaimBook(state_dir, settled, info=info, planned_at=planned_at)
     try:
         book.open()
     except BaseException:

@@ -350,6 +350,7 @@ class MultiProcessStash(PrimablePreemptiveStash):
                     # A unit job tells done units itself (other keys, versions).
                     store_state(job.delegate, job.failures, getattr(job, 'unit_done', None)),
                     info={'total': plan.total, 'executor': executor.description},
+                    planned_at=time.time() - (time.monotonic() - started),
                 )
                 try:
                     with Batch(plan, job, executor, self.settings, result, self.status_path, started, claims) as batch:
