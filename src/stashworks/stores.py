@@ -18,6 +18,7 @@ from typing import Optional, Union
 
 from .directory import DirectoryStash
 from .errors import BatchError
+from .serial import SigningSerializer
 from .stash import Stash
 
 __all__ = ['STORE_KINDS', 'store_kind', 'open_output', 'machine_id', 'local_only_store']
@@ -72,11 +73,14 @@ def open_output(path: Union[str, 'os.PathLike[str]'], kind: Optional[str] = None
             f'{path} already holds a {found} store; it cannot hold a {kind} store too '
             f'(use another folder, or --store {found})'
         )
+    # With a signing key in the environment, items are written signed and
+    # checked before anything is unpickled.
+    serializer = SigningSerializer.from_env()
     if (kind or found) == 'lmdb':
         from .lmdbstash import LmdbStash
 
-        return LmdbStash(path)
-    return DirectoryStash(path)
+        return LmdbStash(path, serializer=serializer)
+    return DirectoryStash(path, serializer=serializer)
 
 
 def machine_id() -> str:

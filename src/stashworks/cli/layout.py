@@ -21,6 +21,7 @@ import psutil
 from ..directory import DirectoryStash
 from ..multi.failures import STATE_DIR, FailureStash
 from ..multi.status import status_path
+from ..serial import SigningSerializer
 from ..stash import Stash
 from ..stores import open_output, store_kind
 from .common import CliError, parse_time
@@ -60,7 +61,7 @@ class BatchDir:
             except ImportError as exc:
                 raise CliError(f'{self.path} holds an LMDB database: {exc}') from exc
         else:
-            self.items = DirectoryStash(self.path, raw_names=raw_names)
+            self.items = DirectoryStash(self.path, raw_names=raw_names, serializer=SigningSerializer.from_env())
         # The batch layer's own names for its layout, read as raw JSON.
         self.failures = FailureStash.beside(self.path).files
         self.status_path = status_path(self.path)

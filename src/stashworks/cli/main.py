@@ -302,7 +302,14 @@ def build_parser() -> argparse.ArgumentParser:
     _add_json(keys)
     keys.set_defaults(func=cmd_keys)
 
-    show = sub.add_parser('show', parents=after, help='show one stored item')
+    show = sub.add_parser(
+        'show',
+        parents=after,
+        help='show one stored item',
+        description='Show one stored item.  Items are pickles, and unpickling runs code: show only items of an '
+        'output folder you trust.  With STASHWORKS_SIGNING_KEY (or STASHWORKS_SIGNING_KEY_FILE) set, an item '
+        'without a valid signature is refused before anything is unpickled.',
+    )
     show.add_argument('dir', metavar='DIR')
     show.add_argument('key', metavar='KEY')
     show.add_argument(
