@@ -42,6 +42,12 @@ class StashClosedError(StashError, ValueError):
 class StashReadOnlyError(StashError, TypeError):
     """A write method was called on a read-only stash."""
 
+    @classmethod
+    def refusing(cls, stash: object, op: str, key: object = None, why: str = 'is read-only') -> 'StashReadOnlyError':
+        """The error for ``op`` (of ``key``, if any) on ``stash``, which ``why``."""
+        what = f' {key!r}' if key is not None else ''
+        return cls(f'cannot {op}{what}: {stash!r} {why}')
+
 
 class StashWriteError(StashError, OSError):
     """Writing an item failed; the previous value is left as it was."""

@@ -287,8 +287,7 @@ class CacheStash(DelegateStash):
 
     def _check_writable(self, op: str, key: Optional[str] = None) -> None:
         if self.read_only:
-            what = f' {key!r}' if key is not None else ''
-            raise StashReadOnlyError(f'cannot {op}{what}: {self!r} is read-only')
+            raise StashReadOnlyError.refusing(self, op, key)
 
     def load(self, key: str) -> Any:
         """Return the item, from the cache if it was read before.

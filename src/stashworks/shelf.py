@@ -208,8 +208,7 @@ class ShelveStash(CloseableStash):
 
     def _check_writable(self, op: str, key: Optional[str] = None) -> None:
         if self.flag == 'r':
-            what = f' {key!r}' if key is not None else ''
-            raise StashReadOnlyError(f'cannot {op}{what}: {self!r} is opened read-only')
+            raise StashReadOnlyError.refusing(self, op, key, 'is opened read-only')
 
     def load(self, key: str) -> Any:
         """Return the item under ``key``.

@@ -242,8 +242,7 @@ class ReadOnlyStash(Stash):
     """A stash whose write methods raise :class:`StashReadOnlyError`."""
 
     def _read_only(self, op: str, key: Optional[str] = None) -> StashReadOnlyError:
-        what = f' {key!r}' if key is not None else ''
-        return StashReadOnlyError(f'cannot {op}{what}: {self!r} is read-only')
+        return StashReadOnlyError.refusing(self, op, key)
 
     def dump(self, key: str, value: Any) -> None:
         raise self._read_only('dump', key)
