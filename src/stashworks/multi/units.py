@@ -1090,28 +1090,32 @@ class UnitJob(Job):
                 # mean those units are computed again.
                 logger.error('cannot record finished units in %s: %s', log.path, exc)
 
-        def recording_finish(unit: str, ok: bool) -> bool:
+        def harvest() -> None:
             # A unit enters ledger.done only once its items are durable
             # (the job's own rule), so its record may be written from then.
             nonlocal recorded
+            new = done[recorded:]
+            recorded += len(new)
+            if keys_of:
+                entries.extend((uid, keys_of.pop(uid, None)) for uid in new)
+            else:
+                entries.extend((uid, None) for uid in new)
+
+        def recording_finish(unit: str, ok: bool) -> bool:
             stop = finish(unit, ok)
-            n = len(done)
-            if n > recorded:
-                for uid in done[recorded:n]:
-                    entries.append((uid, keys_of.pop(uid, None)))
-                recorded = n
-                if grouped or time.monotonic() >= due:
+            # One-item units: nothing per unit but a clock read; their
+            # records are gathered from the ledger when the time is due.
+            if (len(done) > recorded if grouped else time.monotonic() >= due) or not wait:
+                harvest()
+                if entries:
                     write()
             return stop
 
         def recording_commit() -> None:
-            nonlocal recorded
             try:
                 commit()
             finally:
-                for uid in done[recorded:]:
-                    entries.append((uid, keys_of.pop(uid, None)))
-                recorded = len(done)
+                harvest()
                 if entries or log.pending:
                     write()
                 keys_of.clear()
