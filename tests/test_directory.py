@@ -404,3 +404,35 @@ def test_remove_stale_temp_files_removes_only_old_temp_files(tmp_path: Path) -> 
     assert not old.exists()
     assert fresh.exists()
     assert stash['keep'] == 1
+
+
+def test_a_listing_with_no_hidden_file_spares_the_sweep_a_second_listing(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # A batch lists its folder to plan, then sweeps temp files: a listing
+    # moments ago with no hidden name in it shows there is nothing to sweep.
+    stash = DirectoryStash(tmp_path)
+    stash['a'] = 1
+    assert stash.keys() == ['a']
+    listed: list[object] = []
+    real_scandir = os.scandir
+
+    def counting_scandir(path: Any) -> Any:
+        listed.append(path)
+        return real_scandir(path)
+
+    monkeypatch.setattr(os, 'scandir', counting_scandir)
+    assert stash.remove_stale_temp_files() == 0
+    assert listed == []
+
+
+def test_a_listing_that_saw_a_temp_file_still_sweeps_it(tmp_path: Path) -> None:
+    stash = DirectoryStash(tmp_path)
+    stash['keep'] = 1
+    old = tmp_path / '.~sw-0123456789ab-1-0.tmp'
+    old.write_bytes(b'abandoned')
+    two_hours_ago = time.time() - 7200
+    os.utime(old, (two_hours_ago, two_hours_ago))
+    assert stash.keys() == ['keep'] and len(stash) == 1
+    assert stash.remove_stale_temp_files(min_age=3600) == 1
+    assert not old.exists()

@@ -204,6 +204,9 @@ class DirectoryStash(CloseableStash[V]):
         # The longest plain key whose file name needs no hashing.
         self._plain_max = _MAX_NAME - len((self._prefix + self._suffix).encode('utf-8'))
         self._warned = False
+        # time.time() of the last listing that held no hidden name, so no
+        # temp file either (see remove_stale_temp_files); 0.0 for none.
+        self._listed_clean = 0.0
         # None until the folder is first used (see _fold_mode).
         self._fold: Optional[bool] = None
         self._set_fold(bool(self.case_insensitive))
@@ -417,6 +420,7 @@ class DirectoryStash(CloseableStash[V]):
             hidden = self._hidden_among_plain(names)
             if hidden is not None:
                 start, stop = len(self._prefix), -len(self._suffix) or None
+                self._note_clean_listing(hidden)
                 if hidden:
                     self._check_hidden(names)
                     return [name[start:stop] for name in names if name[0] != '.']
@@ -431,10 +435,17 @@ class DirectoryStash(CloseableStash[V]):
                 self._fold_mode()
             hidden = self._hidden_among_plain(names)
             if hidden is not None:
+                self._note_clean_listing(hidden)
                 if hidden:
                     self._check_hidden(names)
                 return len(names) - hidden
         return sum(1 for _ in self._iter_names(names))
+
+    def _note_clean_listing(self, hidden: int) -> None:
+        # Temp names are hidden names; _hidden_among_plain counts them only
+        # where item names cannot be hidden themselves.
+        if hidden == 0 and self._hidden_ok:
+            self._listed_clean = time.time()
 
     def exists(self, key: str) -> bool:
         # One stat, as os.path.isfile does, without its extra call layer.
@@ -581,7 +592,13 @@ class DirectoryStash(CloseableStash[V]):
         Returns:
             How many files were removed.
         """
-        cutoff = time.time() - min_age
+        now = time.time()
+        cutoff = now - min_age
+        if 0 <= now - self._listed_clean < min(min_age, 60.0):
+            # A listing moments ago held no temp file, and a temp file made
+            # since is younger than min_age: a batch that has just listed
+            # the folder to plan is spared listing it again.
+            return 0
         removed = 0
         for name in self._listdir():
             if not is_temp_name(name):
