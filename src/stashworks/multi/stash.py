@@ -245,7 +245,13 @@ class MultiProcessStash(PrimablePreemptiveStash):
         # The bound method travels to the workers (with this stash, minus
         # what belongs to the parent's run: see __getstate__).
         return UnitJob(
-            self._raw_delegate(), self._failure_store, self._process, 'process', self._version(), self._unit_log()
+            self._raw_delegate(),
+            self._failure_store,
+            self._process,
+            'process',
+            self._version(),
+            self._unit_log(),
+            retries=self.settings.retries,
         )
 
     def _raw_delegate(self) -> Stash:
@@ -602,8 +608,13 @@ class MultiProcessFactoryStash(MultiProcessStash):
 
     def _make_job(self) -> Job:
         mode = 'expand' if self.expand else 'one'
+        # One item per unit: the factory is wrapped; a unit that yields
+        # items is computed again whole by the job itself.
         code = with_retries(self._code(), self.settings.retries) if mode == 'one' else self._code()
-        return UnitJob(self._raw_delegate(), self._failure_store, code, mode, self._version(), self._unit_log())
+        retries = 0 if mode == 'one' else self.settings.retries
+        return UnitJob(
+            self._raw_delegate(), self._failure_store, code, mode, self._version(), self._unit_log(), retries=retries
+        )
 
     def __repr__(self) -> str:
         return f'{type(self).__name__}(delegate={self.delegate!r}, factory={self.factory!r})'

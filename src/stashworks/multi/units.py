@@ -955,12 +955,16 @@ class UnitJob(Job):
         mode: str = 'one',
         version: str = '',
         log: Optional[UnitLog] = None,
+        retries: int = 0,
     ) -> None:
         if mode not in JOB_MODES:
             raise ValueError(f'mode must be one of {JOB_MODES}, not {mode!r}')
         super().__init__(delegate, failures)
         self.compute = compute
         self.mode = mode
+        #: for a unit that yields items: how many more times a unit that
+        #: raised is computed again (the 'one' mode wraps compute instead)
+        self.retries = retries
         self.version = version
         self.units_log = log
         #: item keys of units finished in the running chunk, until recorded
@@ -995,26 +999,45 @@ class UnitJob(Job):
         return False
 
     def _expand(self, uid: str, unit: Any, attempt: int) -> bool:
-        keys: dict[str, None] = {}
-        try:
-            pairs = self.compute([unit]) if self.mode == 'process' else self.compute(unit)
-            for pair in pairs:
-                key, value = pair
-                if not isinstance(key, str):
-                    raise TypeError(
-                        f'unit {uid!r} yielded an item whose key is not a str but {type(key).__name__}: {key!r}'
+        tries = 1
+        while True:
+            keys: dict[str, None] = {}
+            try:
+                pairs = self.compute([unit]) if self.mode == 'process' else self.compute(unit)
+                for pair in pairs:
+                    key, value = pair
+                    if not isinstance(key, str):
+                        raise TypeError(
+                            f'unit {uid!r} yielded an item whose key is not a str but {type(key).__name__}: {key!r}'
+                        )
+                    self.delegate.dump(key, value)
+                    keys[key] = None
+            except Exception as exc:
+                if tries <= self.retries:
+                    # retries=N: the whole unit again; what it stored before
+                    # it raised is overwritten by the next computation.
+                    logger.info(
+                        'unit %r raised %s: %s; computing it again (retry %d of %d)',
+                        uid, type(exc).__name__, exc, tries, self.retries,
                     )
-                self.delegate.dump(key, value)
-                keys[key] = None
-        except BaseException as exc:
-            if isinstance(exc, self.passthrough):
-                raise
-            # The items it stored stay, unrecorded: the unit is not done
-            # and its next computation overwrites them.
-            self.record_failure(uid, exc, attempt)
-            return False
-        self.unit_keys[uid] = tuple(keys)
-        return True
+                    tries += 1
+                    continue
+                if tries > 1:
+                    try:
+                        exc.stashworks_tries = tries  # type: ignore[attr-defined]
+                    except AttributeError:  # an exception with __slots__: its record says 1
+                        pass
+                # The items it stored stay, unrecorded: the unit is not done
+                # and its next computation overwrites them.
+                self.record_failure(uid, exc, attempt)
+                return False
+            except BaseException as exc:
+                if isinstance(exc, self.passthrough):
+                    raise
+                self.record_failure(uid, exc, attempt)
+                return False
+            self.unit_keys[uid] = tuple(keys)
+            return True
 
     def unit_done(self, unit: str) -> bool:
         """Whether ``unit`` finished, from what the stores and the log hold (in the parent).
