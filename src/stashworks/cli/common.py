@@ -9,6 +9,7 @@ from typing import Any, Optional
 
 from .._text import a_or_an, first_line, plural
 from ..errors import StashError
+from ..multi.batchstatus import parse_time
 
 __all__ = [
     'CliError',
@@ -102,18 +103,6 @@ def format_duration(seconds: Optional[float]) -> str:
     if minutes:
         return f'{minutes}m {secs:02d}s'
     return f'{secs}s'
-
-
-def parse_time(text: Any) -> Optional[dt.datetime]:
-    """An aware datetime from an ISO 8601 string, or ``None`` if it is not one."""
-    if not isinstance(text, str):
-        return None
-    try:
-        # fromisoformat in Python < 3.11 does not accept a trailing 'Z'.
-        when = dt.datetime.fromisoformat(text.replace('Z', '+00:00'))
-    except ValueError:
-        return None
-    return when if when.tzinfo else when.replace(tzinfo=dt.timezone.utc)
 
 
 def format_time(text: Any) -> str:

@@ -14,10 +14,11 @@ from collections.abc import Iterator, Mapping
 from dataclasses import dataclass, field, fields
 from typing import Any, Optional
 
-__all__ = ['BatchStatus']
+__all__ = ['BatchStatus', 'parse_time']
 
 
-def _time(value: Any) -> Optional[dt.datetime]:
+def parse_time(value: Any) -> Optional[dt.datetime]:
+    """An aware datetime from an ISO 8601 string (naive ones taken as UTC), or ``None`` if it is not one."""
     if not isinstance(value, str):
         return None
     try:
@@ -98,8 +99,8 @@ class BatchStatus(Mapping[str, Any]):
             done_before=_int(data.get('done_before')),
             done=_int(data.get('done')),
             failed=_int(data.get('failed')),
-            started=_time(data.get('started')),
-            updated=_time(data.get('updated')),
+            started=parse_time(data.get('started')),
+            updated=parse_time(data.get('updated')),
             rate=_float(data.get('rate')) or 0.0,
             eta_seconds=_float(data.get('eta_seconds')),
             workers=_int(data.get('workers')),
