@@ -156,7 +156,6 @@ class _WorkQueue:
         self.missing = plan.missing
         self.payload = plan.payload
         self.chunker = chunker
-        self.next_index = 0
         self.next_id = 0
         self.retry: deque[Chunk] = deque()
 
@@ -169,11 +168,12 @@ class _WorkQueue:
             if not units:
                 return None
         else:
-            size = self.chunker.next_size(len(self.missing) - self.next_index)
+            size = self.chunker.next_size(self.missing.remaining)
             if size <= 0:
                 return None
-            units = tuple(self.missing[self.next_index : self.next_index + size])
-            self.next_index += size
+            units = tuple(self.missing.take(size))
+            if not units:
+                return None
         payload = None if self.payload is None else tuple(self.payload.get(u, u) for u in units)
         return self._make(units, 0, payload)
 

@@ -49,6 +49,7 @@ from typing import IO, Any, Callable, Iterable, Optional, Sequence, Union
 
 from .._atomic import atomic_write, temp_name
 from .layout import utc_now
+from .plan import KeySpool
 from .runs import RunRecord, RunView, claim_timings, read_run, runs_dir
 
 __all__ = [
@@ -543,14 +544,13 @@ class SharedWork:
 
     Args:
         book: this run's open claim book.
-        missing: the units the run planned, in work order.
+        missing: the units the run planned, in work order (taken from as chunks are claimed).
         poll_interval: least seconds between two looks at deferred units.
     """
 
-    def __init__(self, book: ClaimBook, missing: Sequence[str], poll_interval: float = 0.2) -> None:
+    def __init__(self, book: ClaimBook, missing: Union[KeySpool, Sequence[str]], poll_interval: float = 0.2) -> None:
         self.book = book
-        self.missing = missing
-        self.next_index = 0
+        self.missing = missing if isinstance(missing, KeySpool) else KeySpool(missing)
         self.poll_interval = poll_interval
         #: units held by other live runs, to look at again
         self.deferred: list[str] = []
@@ -565,7 +565,7 @@ class SharedWork:
     @property
     def unsent(self) -> int:
         """Units not handed out yet (deferred ones excluded)."""
-        return len(self.missing) - self.next_index + len(self._free)
+        return self.missing.remaining + len(self._free)
 
     def share(self) -> int:
         """This run's share of the unsent units, for sizing chunks.
@@ -614,9 +614,8 @@ class SharedWork:
         while True:
             if self._free:
                 candidates = [self._free.popleft() for _ in range(min(size, len(self._free)))]
-            elif self.next_index < len(self.missing):
-                candidates = list(self.missing[self.next_index : self.next_index + size])
-                self.next_index += len(candidates)
+            elif self.missing.remaining:
+                candidates = self.missing.take(size)
             else:
                 self.poll()
                 if not self._free:

@@ -388,7 +388,7 @@ class MultiProcessStash(PrimablePreemptiveStash):
         if self._one_key() and log.only(version):
             # The store's keys are the truth and no other version ever
             # recorded a unit: one listing, no record read.
-            plan = plan_batch(self._work(), job.delegate, job.failures)
+            plan = plan_batch(self._work(), job.delegate, job.failures, spool_dir=self.state_dir)
             census = Census(version, units=plan.total, done_units=plan.done_before, done_items=plan.done_before)
             census.failed_units, census.missing_units = plan.failed_before, len(plan.missing)
             self.census = census
