@@ -3,9 +3,11 @@
 Scale: for each size in ``--sizes``, a fresh process runs a batch of that
 many trivial items into a new ``LmdbStash`` (keys from a generator, never
 a list in the parent; ``--workers`` workers) and reports its wall time,
-items per second and its own peak RSS (the parent's, not the workers').
-The table shows how each grows; the targets are a parent under 300 MB at
-10M keys and within 1.3x of its peak at 1M.
+items per second and its own peak RSS (the parent's ``VmHWM``, not the
+workers'). The table shows how each grows; the targets are a parent under
+300 MB at 10M keys and within 1.3x of its peak at 1M.  ``--order
+scrambled`` generates every key once in a scrambled order instead of
+increasing order (planning then remembers the missing keys in a filter).
 
 Plan (``--plan N``): a database holding 90% of N keys (every tenth key
 missing) is made once; then, interleaved rep by rep, the batch engine's
@@ -48,27 +50,38 @@ def key_of(i: int) -> str:
     return f'item-{i:09d}'
 
 
-def keys(n: int) -> Iterator[str]:
+def keys(n: int, scrambled: bool = False) -> Iterator[str]:
+    if scrambled:
+        # Each of 0..n-1 once (7919 is prime and divides no size used here).
+        return (key_of((i * 7919) % n) for i in range(n))
     return (key_of(i) for i in range(n))
+
+
+def peak_mb() -> float:
+    """This process's own peak RSS (ru_maxrss would carry a parent's over exec)."""
+    with open('/proc/self/status') as status:
+        for line in status:
+            if line.startswith('VmHWM:'):
+                return int(line.split()[1]) / 1024
+    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
 
 
 def compute(key: str) -> dict[str, Any]:
     return {'key': key, 'n': len(key)}
 
 
-def one(out: Path, n: int, workers: int) -> dict[str, float]:
+def one(out: Path, n: int, workers: int, scrambled: bool) -> dict[str, float]:
     """Run one batch in this process; report what it cost."""
     start = time.perf_counter()
     store = LmdbStash(out)
-    stash = MultiProcessFactoryStash(store, compute, keys=lambda: keys(n), workers=workers, progress=False)
+    stash = MultiProcessFactoryStash(store, compute, keys=lambda: keys(n, scrambled), workers=workers, progress=False)
     result = stash.prime()
     wall = time.perf_counter() - start
     stored = len(store)
     store.close()
     if stored != n or result.computed != n:
         raise AssertionError(f'{stored} stored, {result.computed} computed, of {n}')
-    peak_kb = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
-    return {'n': n, 'wall': wall, 'rate': n / wall, 'peak_mb': peak_kb / 1024}
+    return {'n': n, 'wall': wall, 'rate': n / wall, 'peak_mb': peak_mb()}
 
 
 def scale(args: Any) -> bool:
@@ -80,6 +93,7 @@ def scale(args: Any) -> bool:
             for n in sizes:
                 out = dirs.new(f'n{n}') / 'out'
                 cmd = [sys.executable, __file__, '--one', str(n), '--out', str(out), '--workers', str(args.workers)]
+                cmd += ['--order', args.order]
                 proc = subprocess.run(cmd, capture_output=True, text=True, check=False)
                 if proc.returncode:
                     print(proc.stderr, file=sys.stderr)
@@ -88,7 +102,7 @@ def scale(args: Any) -> bool:
                 peaks[n] = got['peak_mb']
                 rows.append([root, f'{n:,}', f'{got["wall"]:.1f} s', f'{got["rate"]:,.0f}', f'{got["peak_mb"]:.0f} MB'])
                 print(f'  {root}: {n:,} keys done', file=sys.stderr)
-    print(f'\n## scale: one batch per size, {args.workers} workers\n')
+    print(f'\n## scale: one batch per size, {args.workers} workers, keys in {args.order} order\n')
     print(format_table(['folder', 'keys', 'wall', 'items/s', 'parent peak RSS'], rows))
     big, mid = max(sizes), 1_000_000
     if big >= 10_000_000:
@@ -183,12 +197,13 @@ def main(argv: Sequence[str] | None = None) -> int:
     parser.add_argument('--workers', type=int, default=2)
     parser.add_argument('--plan', type=int, help='time the planning of a 90%%-done batch of this many keys')
     parser.add_argument('--reps', type=int, default=3)
+    parser.add_argument('--order', choices=['increasing', 'scrambled'], default='increasing')
     parser.add_argument('--keep', action='store_true')
     parser.add_argument('--one', type=int, help=argparse.SUPPRESS)
     parser.add_argument('--out', help=argparse.SUPPRESS)
     args = parser.parse_args(argv)
     if args.one:
-        print(json.dumps(one(Path(args.out), args.one, args.workers)))
+        print(json.dumps(one(Path(args.out), args.one, args.workers, args.order == 'scrambled')))
         return 0
     print(machine_note())
     print(f'command: python benchmarks/bench_lmdb_scale.py {" ".join(sys.argv[1:])}')
