@@ -45,6 +45,7 @@ changed, or twice on a cluster), the record with the latest time wins.
 
 from __future__ import annotations
 
+import base64
 import enum
 import hashlib
 import json
@@ -52,11 +53,14 @@ import logging
 import os
 import pickle
 import socket
+import stat
+import sys
 import time
 import uuid
 import zlib
 from dataclasses import dataclass, field
-from itertools import islice
+from itertools import compress, filterfalse, islice, repeat
+from operator import is_
 from pathlib import Path, PurePath
 from typing import IO, Any, Callable, Iterable, Iterator, Mapping, NamedTuple, Optional, Sequence, Union
 
@@ -67,7 +71,9 @@ from .wire import Chunk
 
 __all__ = [
     'UNITS_DIR',
+    'INDEX_FILE',
     'Census',
+    'LatestRows',
     'MemoryUnitLog',
     'UnitLog',
     'UnitPlan',
@@ -93,6 +99,17 @@ logger = logging.getLogger(__name__)
 UNITS_DIR = 'units'
 
 _SUFFIX = '.log'
+
+#: The index of the log's finished units, in the log's folder.
+INDEX_FILE = 'index'
+
+#: The layout of the index file.
+INDEX_FORMAT = 1
+
+#: A read that found at least this many records beyond the index writes
+#: a new one (as does one that read this many files beyond it).
+COMPACT_ROWS = 1000
+COMPACT_FILES = 16
 
 
 def unit_id(unit: Any) -> str:
@@ -230,8 +247,19 @@ def encode_block(lines: Sequence[str]) -> bytes:
 
 def parse_blocks(data: bytes) -> list[list[Any]]:
     """The rows of the intact blocks in a log file's bytes; torn or corrupt blocks are skipped."""
+    return parse_blocks_to(data)[0]
+
+
+def parse_blocks_to(data: bytes) -> tuple[list[list[Any]], int]:
+    """:func:`parse_blocks`, and where the last intact block ends.
+
+    Everything before that offset is settled: a reader that read it once
+    needs to read only what lies after it (a torn or half-written block
+    at the end lies after it, and is read again when it is whole).
+    """
     good = []
     pos = 0
+    settled = 0
     while True:
         mark = data.find(b'\n#', pos)
         if mark < 0:
@@ -251,8 +279,9 @@ def parse_blocks(data: bytes) -> list[list[Any]]:
         body = data[start : mark + 1]
         if zlib.crc32(body) == crc:
             good.append(body[:-1].replace(b'\n', b','))
+            settled = end + 1
     if not good:
-        return []
+        return [], settled
     # One json.loads for the whole file: much cheaper than one per line.
     try:
         rows = json.loads(b'[' + b','.join(good) + b']')
@@ -263,7 +292,7 @@ def parse_blocks(data: bytes) -> list[list[Any]]:
                 rows.extend(json.loads(b'[' + block + b']'))
             except ValueError:
                 continue
-    return [r for r in rows if isinstance(r, list) and len(r) >= 4]
+    return [r for r in rows if isinstance(r, list) and len(r) >= 4], settled
 
 
 def to_record(row: Sequence[Any]) -> UnitRecord:
@@ -280,6 +309,267 @@ def latest_rows(rows: Iterable[Sequence[Any]], into: dict[str, Sequence[Any]]) -
         old = get(row[0])
         if old is None or row[3] >= old[3]:
             into[row[0]] = row
+
+
+#: Stands for "no record" where ``None`` means "the unit's own key".
+_ABSENT: Any = object()
+
+
+def _entry(unit: str, keys: Optional[Sequence[str]]) -> Any:
+    """The entry of :class:`LatestRows` for a stored row's keys field (``None`` is the unit's own key)."""
+    if keys is None:
+        return unit
+    if len(keys) == 1:
+        return keys[0]
+    return list(keys)
+
+
+class LatestRows(Mapping[str, Sequence[Any]]):
+    """The latest record of each unit, grouped by version.
+
+    A read-only mapping from unit id to the stored row (``[unit, version,
+    keys or None, time, kept_from?]``), as :meth:`UnitLog.latest_rows`
+    returns it.  Rows are built on demand: the planner reads the groups
+    themselves (:meth:`units_of`), one ``dict`` per version from unit id
+    to its item keys, which is what makes planning a set lookup per unit
+    rather than a row decoded per unit.
+
+    Each unit is in at most one group.  An entry is a ``str`` (the unit
+    stored one item, under that key) or a list of keys (none, or several).
+    """
+
+    def __init__(self) -> None:
+        self._groups: dict[str, dict[str, Any]] = {}
+        #: times of rows merged one by one (they override the index's)
+        self._times: dict[str, float] = {}
+        #: the index's times, decoded when first asked: (units, packed times)
+        self._packed: list[tuple[list[str], bytes]] = []
+        #: the latest time the index holds (a newer row wins without a look-up)
+        self._packed_max = float('-inf')
+        self._kept: dict[str, str] = {}
+        #: the versions some of whose entries are lists (not one key each)
+        self._multi: set[str] = set()
+
+    # -- building --------------------------------------------------------
+
+    @classmethod
+    def from_rows(cls, rows: Iterable[Sequence[Any]]) -> 'LatestRows':
+        """The latest of ``rows`` (a later row wins a tie)."""
+        latest: dict[str, Sequence[Any]] = {}
+        latest_rows(rows, latest)
+        made = cls()
+        made._add_latest(latest)
+        return made
+
+    def _add_latest(self, latest: Mapping[str, Sequence[Any]]) -> None:
+        # Only for units this object does not hold yet (a fresh one).
+        groups, times, kept, multi = self._groups, self._times, self._kept, self._multi
+        for uid, row in latest.items():
+            group = groups.get(row[1])
+            if group is None:
+                group = groups[row[1]] = {}
+            entry = group[uid] = _entry(uid, row[2])
+            if entry.__class__ is not str:
+                multi.add(row[1])
+            times[uid] = row[3]
+            if len(row) > 4 and row[4] is not None:
+                kept[uid] = row[4]
+
+    def _add_group(
+        self, version: str, units: list[str], keys: list[Any], packed: bytes, top: float, multi: bool
+    ) -> None:
+        # One version's part of the index (a fresh object: no unit is held twice).
+        self._groups[version] = dict(zip(units, keys, strict=True))
+        if multi:
+            self._multi.add(version)
+        self._packed.append((units, packed))
+        self._packed_max = max(self._packed_max, top)
+
+    def merge(self, rows: Iterable[Sequence[Any]]) -> None:
+        """Take ``rows`` (read after what this object holds) in: the latest row of each unit wins.
+
+        On a tie in time the merged row wins: it was read later.
+        """
+        latest: dict[str, Sequence[Any]] = {}
+        latest_rows(rows, latest)
+        if not self._groups:
+            self._add_latest(latest)
+            return
+        groups, times, kept = self._groups, self._times, self._kept
+        for uid, row in latest.items():
+            when = row[3]
+            held = self._group_of(uid)
+            if held is not None:
+                if when < self._packed_max or uid in times:
+                    old = self.time_of(uid)
+                    if old is not None and when < old:
+                        continue
+                if held != row[1]:
+                    del groups[held][uid]
+            group = groups.get(row[1])
+            if group is None:
+                group = groups[row[1]] = {}
+            entry = group[uid] = _entry(uid, row[2])
+            if entry.__class__ is not str:
+                self._multi.add(row[1])
+            times[uid] = when
+            if len(row) > 4 and row[4] is not None:
+                kept[uid] = row[4]
+            else:
+                kept.pop(uid, None)
+        for version in [v for v, g in groups.items() if not g]:
+            del groups[version]
+
+    # -- reading ---------------------------------------------------------
+
+    def _group_of(self, uid: str) -> Optional[str]:
+        for version, group in self._groups.items():
+            if uid in group:
+                return version
+        return None
+
+    def versions(self) -> set[str]:
+        """The versions that computed some unit's latest record."""
+        return {v for v, g in self._groups.items() if g}
+
+    def units_of(self, version: str) -> Mapping[str, Any]:
+        """Unit id to item keys (a ``str`` for one, else a list) of the units whose latest record is ``version``."""
+        return self._groups.get(version, {})
+
+    def one_key_each(self, version: str) -> bool:
+        """Whether every entry of ``version`` is one key (a ``str``)."""
+        return version not in self._multi
+
+    def kept(self) -> Mapping[str, str]:
+        """Unit id to ``kept_from`` of the latest records that kept another version's items."""
+        return self._kept
+
+    def time_of(self, uid: str) -> Optional[float]:
+        """The time of the latest record of ``uid``."""
+        when = self._times.get(uid)
+        if when is not None:
+            return when
+        if self._packed:
+            self._unpack()
+            return self._times.get(uid)
+        return None
+
+    def _unpack(self) -> None:
+        # The index's times stay packed until a row is asked for: planning
+        # never needs them.
+        from array import array
+
+        packed, self._packed = self._packed, []
+        times = self._times
+        for units, data in packed:
+            values = array('d')
+            values.frombytes(data)
+            if sys.byteorder == 'big':
+                values.byteswap()  # stored little-endian
+            for uid, when in zip(units, values, strict=True):
+                times.setdefault(uid, when)  # a merged row's time wins
+
+    def get(self, uid: str, default: Any = None) -> Any:
+        for version, group in self._groups.items():
+            entry = group.get(uid, _ABSENT)
+            if entry is not _ABSENT:
+                row = [uid, version, [entry] if entry.__class__ is str else entry, self.time_of(uid)]
+                from_version = self._kept.get(uid)
+                if from_version is not None:
+                    row.append(from_version)
+                return row
+        return default
+
+    def __getitem__(self, uid: str) -> Sequence[Any]:
+        row = self.get(uid, _ABSENT)
+        if row is _ABSENT:
+            raise KeyError(uid)
+        return row
+
+    def __contains__(self, uid: object) -> bool:
+        return any(uid in g for g in self._groups.values())
+
+    def __iter__(self) -> Iterator[str]:
+        for group in list(self._groups.values()):
+            yield from group
+
+    def __len__(self) -> int:
+        return sum(map(len, self._groups.values()))
+
+    def __repr__(self) -> str:
+        sizes = ', '.join(f'{v!r}: {len(g)}' for v, g in self._groups.items())
+        return f'{type(self).__name__}({{{sizes}}})'
+
+    # -- the index file --------------------------------------------------
+
+    def encode(self, covers: Mapping[str, int]) -> bytes:
+        """This object as an index file covering ``covers`` (log file name to bytes read)."""
+        from array import array
+
+        if self._packed:
+            self._unpack()
+        time_of = self._times.get
+        versions: dict[str, Any] = {}
+        for version, group in self._groups.items():
+            units = list(group)
+            # One key is a str: a list of one decodes much slower.
+            keys = list(group.values())
+            times = array('d', [time_of(uid, 0.0) for uid in units])
+            if sys.byteorder == 'big':
+                times.byteswap()
+            kept = {uid: source for uid, source in self._kept.items() if uid in group}
+            versions[version] = {
+                'units': units,
+                'keys': keys,
+                'times': base64.b64encode(times.tobytes()).decode('ascii'),
+                'top': max(times) if units else 0.0,
+                'kept': kept,
+                'multi': version in self._multi,
+            }
+        body = (
+            json.dumps(
+                {'format': INDEX_FORMAT, 'covers': dict(covers), 'versions': versions},
+                ensure_ascii=False,
+                separators=(',', ':'),
+            ).encode('utf-8', 'surrogatepass')
+            + b'\n'
+        )
+        # The trailer of a log block: a torn or altered index is told apart.
+        return body + b'#%d %08x\n' % (len(body), zlib.crc32(body))
+
+    @classmethod
+    def decode(cls, data: bytes) -> Optional[tuple['LatestRows', dict[str, int]]]:
+        """The rows and what they cover from an index file's bytes; ``None`` if it is not a whole, valid index."""
+        if not data.endswith(b'\n'):
+            return None
+        mark = data.rfind(b'\n#', 0, len(data) - 1)
+        if mark < 0:
+            return None
+        try:
+            length_text, crc_text = data[mark + 2 : -1].split(b' ')
+            length, crc = int(length_text), int(crc_text, 16)
+        except ValueError:
+            return None
+        body = data[: mark + 1]
+        if length != len(body) or zlib.crc32(body) != crc:
+            return None
+        try:
+            doc = json.loads(body)
+            if doc.get('format') != INDEX_FORMAT:
+                return None
+            covers = doc['covers']
+            if not all(isinstance(k, str) and type(v) is int and v >= 0 for k, v in covers.items()):
+                return None
+            made = cls()
+            for version, part in doc['versions'].items():
+                units, keys, packed = part['units'], part['keys'], base64.b64decode(part['times'])
+                if len(units) != len(keys) or len(packed) != 8 * len(units) or not isinstance(version, str):
+                    return None
+                made._add_group(version, units, keys, packed, float(part['top']), bool(part['multi']))
+                made._kept.update(part['kept'])
+        except (ValueError, TypeError, KeyError, AttributeError):
+            return None
+        return made, covers
 
 
 def version_tag(version: str) -> str:
@@ -461,11 +751,122 @@ class UnitLog:
         """Every intact record, file by file."""
         return map(to_record, self.rows())
 
-    def latest_rows(self) -> dict[str, Sequence[Any]]:
-        """The latest record of each recorded unit, as stored (the fast form of :meth:`read`)."""
-        rows: dict[str, Sequence[Any]] = {}
-        latest_rows(self.rows(), rows)
+    def latest_rows(self) -> LatestRows:
+        """The latest record of each recorded unit, as stored (the fast form of :meth:`read`).
+
+        Reads the index (:meth:`compact`) when it is valid for the files on
+        disk, then only what the log's files hold beyond it; when that was
+        a lot (:data:`COMPACT_ROWS` records or :data:`COMPACT_FILES` files),
+        a new index is written for the next reader.
+        """
+        return self._load(None)
+
+    def compact(self) -> int:
+        """Write the index of the log: the latest record of each unit, and how far each file was read.
+
+        A reader then reads the index in one go and only what was appended
+        to the log since.  The log's files stay the truth: the index is
+        used only while every file it covers is still there and at least
+        as long as when it was written; otherwise the files are read again
+        and a new index written.  Writing it is atomic (a temp file
+        renamed), so a kill at any moment leaves the old index or the new
+        one.  A folder that cannot be written gets no index (no error).
+
+        Returns:
+            How many units the index holds.
+        """
+        return len(self._load(True))
+
+    def _load(self, compact: Optional[bool]) -> LatestRows:
+        sizes = self._scan()
+        loaded = self._read_index(sizes)
+        rows, covers = loaded if loaded is not None else (LatestRows(), {})
+        tail: list[list[Any]] = []
+        files_read = 0
+        for name in sorted(sizes):
+            start = covers.get(name, 0)
+            if sizes[name] <= start:
+                covers.setdefault(name, start)
+                continue
+            try:
+                with open(self.path / name, 'rb') as fh:
+                    if start:
+                        fh.seek(start)
+                    data = fh.read()
+            except FileNotFoundError:
+                covers.pop(name, None)  # removed by clear() or prune() meanwhile
+                continue
+            got, settled = parse_blocks_to(data)
+            tail.extend(got)
+            covers[name] = start + settled
+            files_read += 1
+        rows.merge(tail)
+        if compact or (compact is None and (len(tail) >= COMPACT_ROWS or files_read >= COMPACT_FILES)):
+            self._write_index(rows, covers)
         return rows
+
+    def _scan(self) -> dict[str, int]:
+        """The size of each of the log's files, by name."""
+        sizes: dict[str, int] = {}
+        try:
+            with os.scandir(self.path) as entries:
+                for entry in entries:
+                    if not entry.name.endswith(_SUFFIX):
+                        continue
+                    try:
+                        info = entry.stat()
+                    except FileNotFoundError:
+                        continue
+                    if stat.S_ISREG(info.st_mode):
+                        sizes[entry.name] = info.st_size
+        except FileNotFoundError:
+            pass
+        return sizes
+
+    def _read_index(self, sizes: Mapping[str, int]) -> Optional[tuple[LatestRows, dict[str, int]]]:
+        """The index, if it is whole and every file it covers is on disk at least as long."""
+        try:
+            data = (self.path / INDEX_FILE).read_bytes()
+        except OSError:
+            return None
+        decoded = LatestRows.decode(data)
+        if decoded is None:
+            logger.debug('the index of the unit log %s is torn or invalid: reading every record', self.path)
+            return None
+        rows, covers = decoded
+        for name, offset in covers.items():
+            size = sizes.get(name)
+            if size is None or size < offset:
+                # A covered file was removed (clear, prune) or cut short:
+                # the index may hold records no file holds any more.
+                logger.debug('the index of the unit log %s is out of date: reading every record', self.path)
+                return None
+        return rows, covers
+
+    def _write_index(self, rows: LatestRows, covers: Mapping[str, int]) -> bool:
+        from .._atomic import atomic_write, is_temp_name
+
+        data = rows.encode(covers)
+
+        def write(fh: IO[bytes]) -> None:
+            fh.write(data)
+
+        try:
+            atomic_write(self.path / INDEX_FILE, write, fsync=self.durable)
+        except OSError as exc:
+            # A cache: a folder this process cannot write still reads fine.
+            logger.debug('cannot write the index of the unit log %s: %s', self.path, exc)
+            return False
+        # The temp file of an index writer killed mid-write is never renamed.
+        cutoff = time.time() - 3600
+        try:
+            with os.scandir(self.path) as entries:
+                for entry in entries:
+                    if is_temp_name(entry.name) and entry.stat().st_mtime < cutoff:
+                        os.unlink(entry.path)
+        except OSError:
+            pass
+        return True
 
     def read(self) -> dict[str, UnitRecord]:
         """The latest record of each recorded unit."""
@@ -495,11 +896,17 @@ class UnitLog:
                 removed += 1
             except FileNotFoundError:
                 pass
+        if removed:
+            self.compact()  # the index covered the removed files: it no longer counts
         return removed
 
     def clear(self) -> None:
-        """Remove every record (every writer's file)."""
+        """Remove every record (every writer's file, and the index)."""
         self.close()
+        try:
+            (self.path / INDEX_FILE).unlink()
+        except FileNotFoundError:
+            pass
         for file in self.files():
             try:
                 file.unlink()
@@ -546,8 +953,15 @@ class MemoryUnitLog(UnitLog):
     def rows(self) -> Iterator[list[Any]]:
         return iter(list(self._rows))
 
+    def latest_rows(self) -> LatestRows:
+        return LatestRows.from_rows(self._rows)
+
+    def compact(self) -> int:
+        return len(self.latest_rows())
+
     def prune(self, version: str) -> int:
-        newest = self.latest_rows()
+        newest: dict[str, Sequence[Any]] = {}
+        latest_rows(self._rows, newest)
         before = len(self._rows)
         self._rows = [r for r in self._rows if newest.get(r[0]) is r]
         return before - len(self._rows)
@@ -755,6 +1169,8 @@ def plan_units(
     """
     if one_key and not rows:
         return _plan_by_store(work, stored, failed, version, skip_failed, block)
+    if not one_key and isinstance(rows, LatestRows) and rows.versions() == {version}:
+        return _plan_current(work, stored, failed, rows, version, skip_failed, block)
     census = Census(version)
     missing: list[str] = []
     stale: dict[str, tuple[str, tuple[str, ...]]] = {}
@@ -833,7 +1249,121 @@ def plan_units(
     return UnitPlan(missing, payload, census, stale)
 
 
-def _check_ids(ids: Sequence[Any], counted: int) -> None:
+def _plan_current(
+    work: Iterable[tuple[str, Any]],
+    stored: Membership,
+    failed: Membership,
+    rows: LatestRows,
+    version: str,
+    skip_failed: bool,
+    block: int,
+) -> UnitPlan:
+    # Units that yield their items, and every latest record is of this
+    # version (no stale unit): a unit is done if it is recorded and every
+    # item it recorded is stored.  No Python loop runs per unit in the
+    # usual case: the recorded items are asked about at once, and each
+    # block of units is sorted by C-level filters over the records' dict.
+    census = Census(version)
+    missing: list[str] = []
+    payload: Optional[dict[str, Any]] = None
+    seen: set[str] = set()
+    current = rows.units_of(version)
+    one_each = rows.one_key_each(version)
+    kept_from = rows.kept()
+    # Whether every item of every current record is stored, asked once
+    # (None: not asked; then each block asks about its own units' items).
+    every_item: Optional[bool] = None
+    pairs = iter(work)
+    counted = 0
+    while True:
+        batch = list(islice(pairs, block))
+        if not batch:
+            break
+        units = dict(batch)  # drops repeats within the block, keeps the order
+        _check_ids(units, counted)
+        counted += len(batch)
+        fresh = [u for u in units if u not in seen] if seen else list(units)
+        seen.update(fresh)
+        if every_item is None and one_each and current and len(current) <= 4 * len(fresh):
+            # The records are not many more than the block's units (a
+            # resume): one question about every recorded item costs less
+            # than one per block.
+            every_item = all(stored(list(current.values())))
+        if every_item:
+            undecided = list(filterfalse(current.__contains__, fresh))
+            recorded = items = len(fresh) - len(undecided)
+            kept = sum(map(kept_from.__contains__, fresh)) if kept_from else 0
+        else:
+            undecided, recorded, items, kept = _sort_block(fresh, current, kept_from, stored, one_each)
+        census.units += recorded
+        census.done_units += recorded
+        census.done_items += items
+        census.kept_units += kept
+        if skip_failed and undecided:
+            failures = failed(undecided)
+            if any(failures):
+                census.units += sum(failures)
+                census.failed_units += sum(failures)
+                undecided = [u for u, has_failed in zip(undecided, failures, strict=True) if not has_failed]
+        census.units += len(undecided)
+        census.missing_units += len(undecided)
+        missing.extend(undecided)
+        objects = list(units.values())
+        if objects.count(None) != len(objects):  # some unit is not its own id
+            payload = {} if payload is None else payload
+            payload.update((u, units[u]) for u in undecided if units[u] is not None)
+    return UnitPlan(missing, payload, census)
+
+
+def _sort_block(
+    fresh: list[str], current: Mapping[str, Any], kept_from: Mapping[str, str], stored: Membership, one_each: bool
+) -> tuple[list[str], int, int, int]:
+    """Units of a block not done (in order), and the done ones' count, items and kept units."""
+    found = list(map(current.get, fresh, repeat(_ABSENT)))
+    if one_each:
+        # One item per unit: the recorded units' keys are the entries.
+        flat = [e for e in found if e is not _ABSENT]
+        recorded = len(flat)
+    else:
+        flat = []
+        append, extend = flat.append, flat.extend
+        recorded = 0
+        for entry in found:
+            if entry is _ABSENT:
+                continue
+            recorded += 1
+            if entry.__class__ is str:
+                append(entry)
+            else:
+                extend(entry)
+    items = len(flat)
+    gone: set[str] = set()
+    if flat:
+        answers = stored(flat)
+        if not all(answers):
+            # An item a recorded unit stored is gone (deleted by hand,
+            # or lost with a crash of the machine): computed again.
+            lost = {key for key, here in zip(flat, answers, strict=True) if not here}
+            for uid, entry in zip(fresh, found, strict=True):
+                if entry is _ABSENT:
+                    continue
+                keys = (entry,) if entry.__class__ is str else entry
+                if not lost.isdisjoint(keys):
+                    gone.add(uid)
+                    recorded -= 1
+                    items -= len(keys)
+    kept = 0
+    if kept_from:
+        done = (u for u, e in zip(fresh, found, strict=True) if e is not _ABSENT and u not in gone)
+        kept = sum(map(kept_from.__contains__, done))
+    if gone:
+        undecided = [u for u, e in zip(fresh, found, strict=True) if e is _ABSENT or u in gone]
+    else:
+        undecided = list(compress(fresh, map(is_, found, repeat(_ABSENT))))
+    return undecided, recorded, items, kept
+
+
+def _check_ids(ids: Iterable[Any], counted: int) -> None:
     if not set(map(type, ids)) <= {str}:  # C-speed check of every id
         n, uid = next((n, u) for n, u in enumerate(ids, counted) if not isinstance(u, str))
         raise BatchError(f'the id of work unit #{n} is not a str but {type(uid).__name__}: {uid!r}')
