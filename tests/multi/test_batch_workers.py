@@ -78,6 +78,17 @@ def test_auto_chunks_of_tiny_items_are_large_but_bounded_by_what_is_left() -> No
     assert chunker.next_size(80) == 10
 
 
+def test_auto_chunks_of_tiny_items_stay_the_same_size_however_big_the_batch() -> None:
+    # The parent holds a few chunks per worker at once: their size, not the
+    # batch's, must bound what it holds.
+    sizes = []
+    for remaining in (1_000_000, 10_000_000, 100_000_000):
+        chunker = Chunker(0, workers=2)
+        chunker.observe(items=100_000, elapsed=0.05)  # half a microsecond an item
+        sizes.append(chunker.next_size(remaining))
+    assert sizes[0] == sizes[1] == sizes[2] <= 65_536
+
+
 def test_auto_chunks_of_slow_items_take_about_half_a_second() -> None:
     chunker = Chunker(0, workers=2)
     chunker.observe(items=2, elapsed=0.2)

@@ -6,7 +6,9 @@ over the workers and keep them all busy near the end of the batch.  With
 an automatic size, the first chunks are small; the time per item measured
 from their reports then sizes later chunks to take about
 :attr:`Chunker.target` seconds each, never more than a share of what is
-left (``remaining / (workers * 4)``), so chunks shrink towards the end.
+left (``remaining / (workers * 4)``), so chunks shrink towards the end,
+and never more than :data:`MAX_AUTO` units: the parent holds a few chunks
+per worker at once, so their size (not the batch's) bounds its memory.
 Only ``2 * workers`` small chunks are cut before the first timing: an
 executor with room for many chunks at once gets the share-bound size for
 the rest.
@@ -14,7 +16,10 @@ the rest.
 
 from __future__ import annotations
 
-__all__ = ['Chunker']
+__all__ = ['MAX_AUTO', 'Chunker']
+
+#: The most units an automatic chunk holds (tiny items: about 5 MB of keys).
+MAX_AUTO = 65_536
 
 
 class Chunker:
@@ -57,7 +62,7 @@ class Chunker:
             return 0
         if not self.automatic:
             return min(self.chunk_size, remaining)
-        bound = max(1, remaining // (self.workers * 4))
+        bound = max(1, min(MAX_AUTO, remaining // (self.workers * 4)))
         if self.per_item is None:
             if self._probes >= 2 * self.workers:
                 return bound
