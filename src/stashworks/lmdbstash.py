@@ -62,6 +62,7 @@ _MAX_KEY = 511
 _HASHED = b'\xff'
 _KEY_LEN = struct.Struct('<I')
 _DELETED: Any = object()  # a delete waiting in a group's buffer
+_pickle_dumps = pickle.dumps
 
 # Keys per read transaction when streaming (items(), missing_keys()): a
 # transaction is never held while the caller runs, so the map may grow and
@@ -352,15 +353,18 @@ class LmdbStash(CloseableStash):
             return kb, None
         return _HASHED + hashlib.sha256(kb).digest(), kb
 
+    def _unserializable(self, key: str, exc: Exception) -> SerializationError:
+        # Worded as serialize_into words it.
+        return SerializationError(
+            f'cannot serialize item {key!r} for {self.path} in {self!r}: {type(exc).__name__}: {exc}'
+        )
+
     def _encode(self, key: str, value: Any) -> bytes:
         if self._protocol is not None:
             try:
                 return pickle.dumps(value, protocol=self._protocol)
             except Exception as exc:
-                # Worded as serialize_into words it.
-                raise SerializationError(
-                    f'cannot serialize item {key!r} for {self.path} in {self!r}: {type(exc).__name__}: {exc}'
-                ) from exc
+                raise self._unserializable(key, exc) from exc
         buf = io.BytesIO()
         serialize_into(self.serializer, value, buf, f'item {key!r} for {self.path} in {self!r}')
         return buf.getvalue()
@@ -437,6 +441,30 @@ class LmdbStash(CloseableStash):
 
     def dump(self, key: str, value: Any) -> None:
         handle = self._handle
+        if (
+            self._group
+            and type(key) is str
+            and self._protocol is not None
+            and handle is not None
+            and handle.env is not None
+        ):
+            # A batch worker's item: a key LMDB holds as it is, pickled into
+            # the group's buffer.  Every step here is paid once per item.
+            try:
+                dbk = key.encode()
+            except UnicodeEncodeError:
+                dbk = b''  # a lone surrogate: the general path below
+            if 0 < len(dbk) <= _MAX_KEY:
+                try:
+                    data = _pickle_dumps(value, self._protocol)
+                except Exception as exc:
+                    raise self._unserializable(key, exc) from exc
+                buf = self._buffer
+                buf[dbk] = data
+                size = self._buffer_bytes = self._buffer_bytes + len(data)
+                if len(buf) >= self.group_items or size >= self.group_bytes:
+                    self._commit()
+                return
         if handle is None or handle.env is None:
             handle = self._env()
         if type(key) is str and self._protocol is not None:
@@ -449,10 +477,7 @@ class LmdbStash(CloseableStash):
             try:
                 data = pickle.dumps(value, self._protocol)
             except Exception as exc:
-                # Worded as serialize_into words it.
-                raise SerializationError(
-                    f'cannot serialize item {key!r} for {self.path} in {self!r}: {type(exc).__name__}: {exc}'
-                ) from exc
+                raise self._unserializable(key, exc) from exc
         else:
             dbk, kb = self._db_key(key)
             data = self._encode(key, value)
@@ -588,8 +613,10 @@ class LmdbStash(CloseableStash):
         buf = self._buffer  # _env() drops a buffer inherited across fork
         if not buf:
             return
-        puts = sorted((k, v) for k, v in buf.items() if v is not _DELETED)
         deletes = [k for k, v in buf.items() if v is _DELETED]
+        # Sorted: LMDB fills its pages in order (and timsort finds a
+        # batch's keys, usually already in order, in one pass).
+        puts = sorted(buf.items()) if not deletes else sorted((k, v) for k, v in buf.items() if v is not _DELETED)
 
         def write(txn: Any) -> None:
             for dbk in deletes:

@@ -62,9 +62,12 @@ class WorkerStop(SystemExit):
 
 
 #: Longest a group of writes to a buffering store stays uncommitted, in
-#: seconds, and most units in one group.
+#: seconds, and most units in one group.  Time is the bound that matters:
+#: each group ends with a flush (for LMDB a commit and an ``fsync``), which
+#: a thousand tiny items would not pay for; the store bounds its own
+#: buffer (an LmdbStash commits early every ``group_items`` items).
 GROUP_SECONDS = 0.1
-GROUP_UNITS = 1000
+GROUP_UNITS = 100_000
 
 
 class Ledger:
@@ -219,8 +222,12 @@ class Job:
     def _grouped(
         self, chunk: Chunk, ledger: Ledger, should_stop: Optional[StopCheck]
     ) -> tuple[Finish, Callable[[], None]]:
-        pending: list[tuple[str, bool]] = []
+        # The open group's units, done and failed: two appends' worth of
+        # bookkeeping per unit, the rest once per group.
+        done: list[str] = []
+        failed: list[str] = []
         due = time.monotonic() + GROUP_SECONDS
+        clock = time.monotonic
 
         def commit() -> None:
             nonlocal due
@@ -230,24 +237,37 @@ class Job:
             except Exception as exc:
                 # Not durable, so not done: each unit of the group fails
                 # with the store's error and is tried again next run.
-                logger.error('cannot commit %d items to %r: %s', len(pending), self.delegate, exc)
-                for unit, ok in pending:
-                    if ok:
-                        self.record_failure(unit, exc, chunk.attempt)
-                ledger.failed.extend(unit for unit, _ in pending)
+                logger.error('cannot commit %d items to %r: %s', len(done) + len(failed), self.delegate, exc)
+                for unit in done:
+                    self.record_failure(unit, exc, chunk.attempt)
+                ledger.failed.extend(done)
+                ledger.failed.extend(failed)
             else:
-                for unit, ok in pending:
-                    (ledger.done if ok else ledger.failed).append(unit)
-            pending.clear()
-            due = time.monotonic() + GROUP_SECONDS
+                if failed:
+                    ledger.failed.extend(failed)
+                ledger.done.extend(done)
+            done.clear()
+            failed.clear()
+            due = clock() + GROUP_SECONDS
             self.delegate.begin_group()
             self.failures.begin_group()
 
-        def finish(unit: str, ok: bool) -> bool:
-            pending.append((unit, ok))
-            if len(pending) >= GROUP_UNITS or time.monotonic() >= due:
-                commit()
-            return should_stop is not None and should_stop()
+        if should_stop is None:
+
+            def finish(unit: str, ok: bool) -> bool:
+                (done if ok else failed).append(unit)
+                # Failed units are few (and a group is bounded in time).
+                if len(done) >= GROUP_UNITS or clock() >= due:
+                    commit()
+                return False
+
+        else:
+
+            def finish(unit: str, ok: bool) -> bool:
+                (done if ok else failed).append(unit)
+                if len(done) >= GROUP_UNITS or clock() >= due:
+                    commit()
+                return should_stop()
 
         return finish, commit
 
