@@ -13,7 +13,7 @@ import sys
 import textwrap
 import time
 from pathlib import Path
-from typing import Any, Callable, Sequence
+from typing import Any, Callable, Iterator, Sequence
 from unittest import mock
 
 import pytest
@@ -441,3 +441,48 @@ def test_the_stale_error_says_how_many_which_versions_and_the_ways_on() -> None:
     assert str(copy) == text and copy.versions == {'v1': 3, 'v2': 2}
     with pytest.raises(ValueError, match='on_stale'):
         check_on_stale('ignore')
+
+
+# -- one job, several threads (a Dask worker runs chunks of one job in its threads) --
+
+
+def test_a_job_shared_by_threads_records_every_unit_with_its_own_items(tmp_path: Path) -> None:
+    import threading
+
+    from stashworks import DirectoryStash
+    from stashworks.multi.failures import FailureStash
+    from stashworks.multi.units import UnitJob
+    from stashworks.multi.wire import Chunk
+
+    def pages(unit: str) -> Iterator[tuple[str, int]]:
+        for i in range(3):
+            yield f'{unit}.p{i}', i
+
+    log = UnitLog(tmp_path / 'units')
+    job = UnitJob(DirectoryStash(tmp_path / 'out'), FailureStash(tmp_path / 'failures'), pages, 'expand', 'v', log)
+    units = [f'u{i:04d}' for i in range(2000)]
+    errors: list[BaseException] = []
+
+    def run(first: int) -> None:
+        try:
+            for n in range(first, len(units), 8):
+                job.run_chunk(Chunk(n, tuple(units[n : n + 2])))
+        except BaseException as exc:  # reported below
+            errors.append(exc)
+
+    switch = sys.getswitchinterval()
+    sys.setswitchinterval(1e-6)  # threads interleave between any two bytecodes
+    try:
+        threads = [threading.Thread(target=run, args=(first,)) for first in range(0, 8, 2)]
+        for thread in threads:
+            thread.start()
+        for thread in threads:
+            thread.join(timeout=120)
+    finally:
+        sys.setswitchinterval(switch)
+
+    assert errors == []
+    records = UnitLog(tmp_path / 'units').read()
+    assert sorted(records) == units
+    wrong = {u: r.keys for u, r in records.items() if r.keys != (f'{u}.p0', f'{u}.p1', f'{u}.p2')}
+    assert wrong == {}

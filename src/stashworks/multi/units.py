@@ -55,6 +55,7 @@ import pickle
 import socket
 import stat
 import sys
+import threading
 import time
 import uuid
 import zlib
@@ -607,6 +608,11 @@ class UnitLog:
         self._pid = 0
         self._broken: set[str] = set()
         self._pending: dict[str, list[_Entry]] = {}
+        # Threads of one process may share the log (a Dask worker runs
+        # chunks of one job in several threads): buffering, flushing and
+        # opening files are serialised.
+        self._lock = threading.RLock()
+        self._lock_pid = os.getpid()
 
     @classmethod
     def beside(cls, directory: Union[str, 'os.PathLike[str]'], durable: bool = False) -> 'UnitLog':
@@ -639,18 +645,30 @@ class UnitLog:
         """
         if isinstance(keys, str):
             raise TypeError(f'keys of unit {unit!r} must be a sequence of str, not a str')
-        pending = self._pending.get(version)
-        if pending is None:
-            pending = self._pending[version] = []
-        # Encoded at flush time, all at once: a record costs an append here.
-        pending.append((unit, keys, kept_from, when))
+        with self._guard():
+            pending = self._pending.get(version)
+            if pending is None:
+                pending = self._pending[version] = []
+            # Encoded at flush time, all at once: a record costs an append here.
+            pending.append((unit, keys, kept_from, when))
 
     def add_entries(self, version: str, entries: Iterable[tuple[str, Optional[Sequence[str]]]]) -> None:
         """Buffer many records of one version: ``(unit, item keys)``, ``None`` for the unit's own key."""
-        pending = self._pending.get(version)
-        if pending is None:
-            pending = self._pending[version] = []
-        pending.extend((unit, keys, None, None) for unit, keys in entries)
+        with self._guard():
+            pending = self._pending.get(version)
+            if pending is None:
+                pending = self._pending[version] = []
+            pending.extend((unit, keys, None, None) for unit, keys in entries)
+
+    def _guard(self) -> 'threading.RLock':
+        """The lock of this process's buffer and files."""
+        pid = os.getpid()
+        if self._lock_pid != pid:
+            # A fork copies the lock as it was, maybe held by a thread the
+            # child does not have.
+            self._lock = threading.RLock()
+            self._lock_pid = pid
+        return self._lock
 
     def record(self, unit: str, version: str, keys: Sequence[str], kept_from: Optional[str] = None) -> None:
         """Write the record of a finished unit now."""
@@ -669,10 +687,11 @@ class UnitLog:
             OSError: the folder or file cannot be written (the records stay
                 buffered for the next flush).
         """
-        now = time.time()
-        for version in list(self._pending):
-            self._write(version, encode_block(encode_lines(version, self._pending[version], now)))
-            del self._pending[version]
+        with self._guard():
+            now = time.time()
+            for version in list(self._pending):
+                self._write(version, encode_block(encode_lines(version, self._pending[version], now)))
+                del self._pending[version]
 
     def _write(self, version: str, data: bytes) -> None:
         fd = self._open(version)
@@ -709,13 +728,14 @@ class UnitLog:
 
     def close(self) -> None:
         """Write what is buffered and close this process's files."""
-        try:
-            self.flush()
-        finally:
-            if self._pid == os.getpid():
-                for fd in self._fds.values():
-                    os.close(fd)
-            self._fds = {}
+        with self._guard():
+            try:
+                self.flush()
+            finally:
+                if self._pid == os.getpid():
+                    for fd in self._fds.values():
+                        os.close(fd)
+                self._fds = {}
 
     # -- reading -------------------------------------------------------------
 
@@ -936,10 +956,11 @@ class MemoryUnitLog(UnitLog):
         self._rows: list[list[Any]] = []
 
     def flush(self) -> None:
-        now = time.time()
-        for version, entries in self._pending.items():
-            self._rows.extend(parse_blocks(encode_block(encode_lines(version, entries, now))))
-        self._pending.clear()
+        with self._guard():
+            now = time.time()
+            for version, entries in self._pending.items():
+                self._rows.extend(parse_blocks(encode_block(encode_lines(version, entries, now))))
+            self._pending.clear()
 
     def close(self) -> None:
         self.flush()
@@ -1497,13 +1518,32 @@ class UnitJob(Job):
         self.retries = retries
         self.version = version
         self.units_log = log
-        #: item keys of units finished in the running chunk, until recorded
-        self.unit_keys: dict[str, tuple[str, ...]] = {}
         self._finished: Mapping[str, Sequence[Any]] = {}
         self._finished_read = 0.0
         #: set by the parent when stale units are computed again: a stored
         #: item is then done only if this version computed it
         self.check_versions = False
+
+    @property
+    def unit_keys(self) -> dict[str, tuple[str, ...]]:
+        """Item keys of units finished in the running chunk, until recorded.
+
+        One ``dict`` per thread: a Dask worker runs chunks of the one job
+        it loaded in several threads at once, and each chunk records its
+        own units.
+        """
+        local = self.__dict__.get('_local')
+        if local is None:
+            local = self.__dict__.setdefault('_local', threading.local())
+        keys: Optional[dict[str, tuple[str, ...]]] = getattr(local, 'keys', None)
+        if keys is None:
+            keys = local.keys = {}
+        return keys
+
+    def __getstate__(self) -> dict[str, Any]:
+        state = self.__dict__.copy()
+        state.pop('_local', None)  # per thread, of this process
+        return state
 
     def _compute_chunk(self, chunk: Chunk, finish: Finish) -> bool:
         units: Sequence[Any] = chunk.payload if chunk.payload is not None else chunk.units
@@ -1566,7 +1606,7 @@ class UnitJob(Job):
                     raise
                 self.record_failure(uid, exc, attempt)
                 return False
-            self.unit_keys[uid] = tuple(keys)
+            self.unit_keys[uid] = tuple(keys)  # this thread's: see unit_keys
             return True
 
     def unit_done(self, unit: str) -> bool:
