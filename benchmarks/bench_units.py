@@ -19,10 +19,17 @@ median of per-rep ratios (see ``_common.py``):
    (what ``prime()`` does before it starts a worker: build the stash, its
    job with the code's fingerprint, list the log's file names, plan, write
    the census).  Units whose item is stored under another key (the
-   ``expand`` form, every record read and its item checked): ``raw,
-   <unit>.0 items`` against ``prime() planning, expand form``.  A listing
-   is a 10-30 ms sample, so each contender's fastest run over
-   ``--repeat`` counts, as in ``bench_resume.py``.
+   ``expand`` form: each unit's record tells its item, which is checked
+   against the store's listing): ``raw, <unit>.0 items`` against two
+   contenders.  ``prime() planning, expand form (index)`` plans from the
+   log's index (``.stashworks/units/index``, written by the census read
+   at the end of every run, or by any read that found many records beyond
+   it), as a resume after a run that ended does.  ``prime() planning,
+   expand form (no index)`` plans a second folder whose index is removed
+   before each run (untimed), so every record is read and decoded, and
+   the index written, as the first resume after a kill that came before
+   any index does.  A listing is a 10-30 ms sample, so each contender's
+   fastest run over ``--repeat`` counts, as in ``bench_resume.py``.
 3. **A whole batch.**  ``--batch-items`` trivial one-item units (the
    factory returns its key), ``--workers`` workers, into a fresh folder
    per trial: ``with records`` (as shipped) against ``without records``
@@ -174,6 +181,7 @@ def raw_missing_expanded(folder: str, keys: list[str]) -> set[str]:
 
 def bench_resume(dirs: RunDirs, total: int, done: int, repeat: int) -> str:
     from stashworks import DirectoryStash, MultiProcessFactoryStash
+    from stashworks.multi.units import INDEX_FILE, UnitLog
 
     keys = [f'item-{i:07d}' for i in range(total)]
     one = dirs.new('resume-one-item')
@@ -181,12 +189,19 @@ def bench_resume(dirs: RunDirs, total: int, done: int, repeat: int) -> str:
     build_resume(one, keys, done, version)
     many = dirs.new('resume-expand')
     build_expanded(many, keys, done)
+    UnitLog.beside(many).compact()
+    bare = dirs.new('resume-expand-no-index')
+    build_expanded(bare, keys, done)
+    bare_index = UnitLog.beside(bare).path / INDEX_FILE
     contenders: dict[str, Callable[[], set[str]]] = {
         'raw': partial(raw_missing, str(one), keys),
         'prime() planning, one-item form': partial(planned_missing, str(one), keys, False),
         'raw, <unit>.0 items': partial(raw_missing_expanded, str(many), keys),
-        'prime() planning, expand form (records read)': partial(planned_missing, str(many), keys, True),
+        'prime() planning, expand form (index)': partial(planned_missing, str(many), keys, True),
+        'prime() planning, expand form (no index)': partial(planned_missing, str(bare), keys, True),
     }
+    # What each run before the no-index contender's leaves: its index.
+    setup: dict[str, Callable[[], None]] = {'prime() planning, expand form (no index)': bare_index.unlink}
     expected = set(keys[done:])
     for name, fn in contenders.items():
         got = fn()
@@ -196,6 +211,8 @@ def bench_resume(dirs: RunDirs, total: int, done: int, repeat: int) -> str:
     samples: dict[str, list[float]] = {name: [] for name in contenders}
     for rep in range(repeat):
         for name in rotated(list(contenders), rep):
+            if name in setup:
+                setup[name]()
             gc.collect()
             t0 = time.perf_counter()
             contenders[name]()

@@ -61,9 +61,9 @@ import uuid
 import zlib
 from dataclasses import dataclass, field
 from itertools import compress, filterfalse, islice, repeat
-from operator import is_
+from operator import is_, itemgetter
 from pathlib import Path, PurePath
-from typing import IO, Any, Callable, Iterable, Iterator, Mapping, NamedTuple, Optional, Sequence, Union
+from typing import IO, Any, Callable, Container, Iterable, Iterator, Mapping, NamedTuple, Optional, Sequence, Union
 
 from ..errors import BatchError
 from ..stash import Stash
@@ -293,6 +293,8 @@ def parse_blocks_to(data: bytes) -> tuple[list[list[Any]], int]:
                 rows.extend(json.loads(b'[' + block + b']'))
             except ValueError:
                 continue
+    if rows and set(map(type, rows)) == {list} and min(map(len, rows)) >= 4:
+        return rows, settled  # every row well formed (checked in C)
     return [r for r in rows if isinstance(r, list) and len(r) >= 4], settled
 
 
@@ -305,6 +307,12 @@ def to_record(row: Sequence[Any]) -> UnitRecord:
 
 def latest_rows(rows: Iterable[Sequence[Any]], into: dict[str, Sequence[Any]]) -> None:
     """Keep the latest row of each unit in ``into`` (a later row wins a tie)."""
+    if not into:
+        rows = rows if isinstance(rows, list) else list(rows)
+        into.update(zip(map(itemgetter(0), rows), rows, strict=True))
+        if len(into) == len(rows):
+            return  # one row per unit (the usual log): nothing to choose
+        into.clear()
     get = into.get
     for row in rows:
         old = get(row[0])
@@ -341,10 +349,13 @@ class LatestRows(Mapping[str, Sequence[Any]]):
 
     def __init__(self) -> None:
         self._groups: dict[str, dict[str, Any]] = {}
+        #: groups of the index not made into dicts yet: (units, keys);
+        #: planning a resume needs only a set of the units and the keys
+        self._lazy: dict[str, tuple[list[str], list[Any]]] = {}
         #: times of rows merged one by one (they override the index's)
         self._times: dict[str, float] = {}
         #: the index's times, decoded when first asked: (units, packed times)
-        self._packed: list[tuple[list[str], bytes]] = []
+        self._packed: list[tuple[list[str], str]] = []
         #: the latest time the index holds (a newer row wins without a look-up)
         self._packed_max = float('-inf')
         self._kept: dict[str, str] = {}
@@ -363,24 +374,37 @@ class LatestRows(Mapping[str, Sequence[Any]]):
         return made
 
     def _add_latest(self, latest: Mapping[str, Sequence[Any]]) -> None:
-        # Only for units this object does not hold yet (a fresh one).
-        groups, times, kept, multi = self._groups, self._times, self._kept, self._multi
-        for uid, row in latest.items():
-            group = groups.get(row[1])
+        # Only for units this object does not hold yet (a fresh one).  A
+        # whole log is read this way after a kill: column by column, in C
+        # where it can be, rather than row by row.
+        if not latest:
+            return
+        uids = list(latest)
+        rows = list(latest.values())
+        self._times.update(zip(uids, map(itemgetter(3), rows), strict=True))
+        if sum(map(len, rows)) != 4 * len(rows):  # some row has kept_from
+            self._kept.update((u, r[4]) for u, r in zip(uids, rows, strict=True) if len(r) > 4 and r[4] is not None)
+        versions = set(map(itemgetter(1), rows))
+        groups = self._all()
+        for version in versions:
+            if len(versions) == 1:
+                units, keys = uids, list(map(itemgetter(2), rows))
+            else:
+                units = [u for u, r in zip(uids, rows, strict=True) if r[1] == version]
+                keys = [r[2] for r in rows if r[1] == version]
+            entries = [u if k is None else k[0] if len(k) == 1 else k for u, k in zip(units, keys, strict=True)]
+            if set(map(type, entries)) - {str}:
+                self._multi.add(version)
+            group = groups.get(version)
             if group is None:
-                group = groups[row[1]] = {}
-            entry = group[uid] = _entry(uid, row[2])
-            if entry.__class__ is not str:
-                multi.add(row[1])
-            times[uid] = row[3]
-            if len(row) > 4 and row[4] is not None:
-                kept[uid] = row[4]
+                group = groups[version] = {}
+            group.update(zip(units, entries, strict=True))
 
     def _add_group(
-        self, version: str, units: list[str], keys: list[Any], packed: bytes, top: float, multi: bool
+        self, version: str, units: list[str], keys: list[Any], packed: str, top: float, multi: bool
     ) -> None:
         # One version's part of the index (a fresh object: no unit is held twice).
-        self._groups[version] = dict(zip(units, keys, strict=True))
+        self._lazy[version] = (units, keys)
         if multi:
             self._multi.add(version)
         self._packed.append((units, packed))
@@ -393,10 +417,12 @@ class LatestRows(Mapping[str, Sequence[Any]]):
         """
         latest: dict[str, Sequence[Any]] = {}
         latest_rows(rows, latest)
-        if not self._groups:
+        if not latest:
+            return
+        if not self._all():
             self._add_latest(latest)
             return
-        groups, times, kept = self._groups, self._times, self._kept
+        groups, times, kept = self._all(), self._times, self._kept
         for uid, row in latest.items():
             when = row[3]
             held = self._group_of(uid)
@@ -423,19 +449,41 @@ class LatestRows(Mapping[str, Sequence[Any]]):
 
     # -- reading ---------------------------------------------------------
 
+    def _all(self) -> dict[str, dict[str, Any]]:
+        """Every group as a dict (the index's are made on first use)."""
+        if self._lazy:
+            for version, (units, keys) in self._lazy.items():
+                self._groups[version] = dict(zip(units, keys, strict=True))
+            self._lazy.clear()
+        return self._groups
+
     def _group_of(self, uid: str) -> Optional[str]:
-        for version, group in self._groups.items():
+        for version, group in self._all().items():
             if uid in group:
                 return version
         return None
 
     def versions(self) -> set[str]:
         """The versions that computed some unit's latest record."""
-        return {v for v, g in self._groups.items() if g}
+        return {v for v, g in self._groups.items() if g} | {v for v, (u, _) in self._lazy.items() if u}
+
+    def unit_set(self, version: str) -> Container[str]:
+        """The units whose latest record is ``version`` (for membership tests)."""
+        lazy = self._lazy.get(version)
+        if lazy is not None:
+            return set(lazy[0])  # cheaper than the dict, when only membership counts
+        return self._groups.get(version, {})
+
+    def item_keys(self, version: str) -> list[Any]:
+        """The entries (a key, or a list of keys) of the units whose latest record is ``version``."""
+        lazy = self._lazy.get(version)
+        if lazy is not None:
+            return lazy[1]
+        return list(self._groups.get(version, {}).values())
 
     def units_of(self, version: str) -> Mapping[str, Any]:
         """Unit id to item keys (a ``str`` for one, else a list) of the units whose latest record is ``version``."""
-        return self._groups.get(version, {})
+        return self._all().get(version, {})
 
     def one_key_each(self, version: str) -> bool:
         """Whether every entry of ``version`` is one key (a ``str``)."""
@@ -462,16 +510,16 @@ class LatestRows(Mapping[str, Sequence[Any]]):
 
         packed, self._packed = self._packed, []
         times = self._times
-        for units, data in packed:
+        for units, text in packed:
             values = array('d')
-            values.frombytes(data)
+            values.frombytes(base64.b64decode(text))
             if sys.byteorder == 'big':
                 values.byteswap()  # stored little-endian
             for uid, when in zip(units, values, strict=True):
                 times.setdefault(uid, when)  # a merged row's time wins
 
     def get(self, uid: str, default: Any = None) -> Any:
-        for version, group in self._groups.items():
+        for version, group in self._all().items():
             entry = group.get(uid, _ABSENT)
             if entry is not _ABSENT:
                 row = [uid, version, [entry] if entry.__class__ is str else entry, self.time_of(uid)]
@@ -488,17 +536,17 @@ class LatestRows(Mapping[str, Sequence[Any]]):
         return row
 
     def __contains__(self, uid: object) -> bool:
-        return any(uid in g for g in self._groups.values())
+        return any(uid in g for g in self._all().values())
 
     def __iter__(self) -> Iterator[str]:
-        for group in list(self._groups.values()):
+        for group in list(self._all().values()):
             yield from group
 
     def __len__(self) -> int:
-        return sum(map(len, self._groups.values()))
+        return sum(map(len, self._all().values()))
 
     def __repr__(self) -> str:
-        sizes = ', '.join(f'{v!r}: {len(g)}' for v, g in self._groups.items())
+        sizes = ', '.join(f'{v!r}: {len(g)}' for v, g in self._all().items())
         return f'{type(self).__name__}({{{sizes}}})'
 
     # -- the index file --------------------------------------------------
@@ -511,11 +559,11 @@ class LatestRows(Mapping[str, Sequence[Any]]):
             self._unpack()
         time_of = self._times.get
         versions: dict[str, Any] = {}
-        for version, group in self._groups.items():
+        for version, group in self._all().items():
             units = list(group)
             # One key is a str: a list of one decodes much slower.
             keys = list(group.values())
-            times = array('d', [time_of(uid, 0.0) for uid in units])
+            times = array('d', map(time_of, units, repeat(0.0)))
             if sys.byteorder == 'big':
                 times.byteswap()
             kept = {uid: source for uid, source in self._kept.items() if uid in group}
@@ -563,8 +611,9 @@ class LatestRows(Mapping[str, Sequence[Any]]):
                 return None
             made = cls()
             for version, part in doc['versions'].items():
-                units, keys, packed = part['units'], part['keys'], base64.b64decode(part['times'])
-                if len(units) != len(keys) or len(packed) != 8 * len(units) or not isinstance(version, str):
+                units, keys, packed = part['units'], part['keys'], part['times']
+                # Times are decoded when first asked for; their length is checked now.
+                if len(units) != len(keys) or len(packed) != (8 * len(units) + 2) // 3 * 4:
                     return None
                 made._add_group(version, units, keys, packed, float(part['top']), bool(part['multi']))
                 made._kept.update(part['kept'])
@@ -1288,8 +1337,8 @@ def _plan_current(
     missing: list[str] = []
     payload: Optional[dict[str, Any]] = None
     seen: set[str] = set()
-    current = rows.units_of(version)
     one_each = rows.one_key_each(version)
+    current: Container[str] = ()
     kept_from = rows.kept()
     # Whether every item of every current record is stored, asked once
     # (None: not asked; then each block asks about its own units' items).
@@ -1305,17 +1354,20 @@ def _plan_current(
         counted += len(batch)
         fresh = [u for u in units if u not in seen] if seen else list(units)
         seen.update(fresh)
-        if every_item is None and one_each and current and len(current) <= 4 * len(fresh):
-            # The records are not many more than the block's units (a
-            # resume): one question about every recorded item costs less
+        if every_item is None:
+            recorded_keys = rows.item_keys(version) if one_each else ()
+            # When the records are not many more than the block's units (a
+            # resume), one question about every recorded item costs less
             # than one per block.
-            every_item = all(stored(list(current.values())))
+            every_item = bool(recorded_keys) and len(recorded_keys) <= 4 * len(fresh) and all(stored(recorded_keys))
+            if every_item:
+                current = rows.unit_set(version)
         if every_item:
             undecided = list(filterfalse(current.__contains__, fresh))
             recorded = items = len(fresh) - len(undecided)
             kept = sum(map(kept_from.__contains__, fresh)) if kept_from else 0
         else:
-            undecided, recorded, items, kept = _sort_block(fresh, current, kept_from, stored, one_each)
+            undecided, recorded, items, kept = _sort_block(fresh, rows.units_of(version), kept_from, stored, one_each)
         census.units += recorded
         census.done_units += recorded
         census.done_items += items
