@@ -93,6 +93,8 @@ def test_a_read_from_the_index_equals_a_read_of_every_record(tmp_path: Path) -> 
     assert sizes == []  # nothing was appended since: no log file was read
     assert got['old'].kept_from == 'v0' and got['moved'].keys == ('moved/0', 'moved/1')
     assert got['none'].keys == () and got['surrogate\udcff'].keys == ('k\udcff',)
+    rows = UnitLog(tmp_path).latest_rows()
+    assert rows and rows.versions() == {'v1'} and not UnitLog(tmp_path / 'empty').latest_rows()
 
 
 def test_records_appended_after_the_index_are_read_on_top_and_only_they(tmp_path: Path) -> None:

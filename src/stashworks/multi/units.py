@@ -545,6 +545,10 @@ class LatestRows(Mapping[str, Sequence[Any]]):
     def __len__(self) -> int:
         return sum(map(len, self._all().values()))
 
+    def __bool__(self) -> bool:
+        # Without making the index's groups into dicts.
+        return any(self._groups.values()) or any(units for units, _ in self._lazy.values())
+
     def __repr__(self) -> str:
         sizes = ', '.join(f'{v!r}: {len(g)}' for v, g in self._all().items())
         return f'{type(self).__name__}({{{sizes}}})'
