@@ -142,6 +142,12 @@ class _Outbox:
     tiny item itself, in the worker and in the parent; this way an item
     costs the worker nothing but the append.  Both threads send, so a lock
     keeps messages whole.
+
+    Units are settled in chunk order, so the done units of a message are
+    usually a run of the chunk's own units: the message then carries that
+    run as a ``slice`` of the chunk, which the parent cuts from the chunk
+    it sent, instead of the keys themselves (a tiny item's key costs
+    about as much to pickle and unpickle as the item).
     """
 
     def __init__(self, conn: Any, interval: float) -> None:
@@ -150,6 +156,7 @@ class _Outbox:
         self._lock = threading.Lock()
         self._chunk_id = -1
         self._ledger = Ledger()
+        self._units: tuple[str, ...] = ()
         self._sent = (0, 0)
         self._last = time.monotonic()
 
@@ -159,20 +166,27 @@ class _Outbox:
         with self._lock:
             self._conn.send_bytes(data)
 
-    def watch(self, chunk_id: int, ledger: Ledger) -> None:
-        """Report the units appended to ``ledger`` from now on, as chunk ``chunk_id``'s."""
+    def watch(self, chunk_id: int, ledger: Ledger, units: tuple[str, ...] = ()) -> None:
+        """Report the units appended to ``ledger`` from now on, as those of chunk ``chunk_id`` (``units``)."""
         with self._lock:
-            self._chunk_id, self._ledger = chunk_id, ledger
+            self._chunk_id, self._ledger, self._units = chunk_id, ledger, units
             self._sent = (0, 0)
 
-    def _unsent(self) -> tuple[tuple[str, ...], tuple[str, ...]]:
+    def _unsent(self) -> tuple[Union[slice, tuple[str, ...]], tuple[str, ...]]:
         # Read the lengths once: the main thread may append meanwhile,
         # and what it adds past them goes in the next message.
         done, failed = self._ledger.done, self._ledger.failed
         sent_done, sent_failed = self._sent
         n_done, n_failed = len(done), len(failed)
         self._sent = (n_done, n_failed)
-        return tuple(done[sent_done:n_done]), tuple(failed[sent_failed:n_failed])
+        new = done[sent_done:n_done]
+        if not n_failed and new:
+            # No unit failed yet, so done units sit where they sit in the
+            # chunk; the comparison is of the very same objects, in C.
+            run = self._units[sent_done:n_done]
+            if len(run) == len(new) and new == list(run):
+                return slice(sent_done, n_done), ()
+        return tuple(new), tuple(failed[sent_failed:n_failed])
 
     def flush(self, due_only: bool = False) -> None:
         """Send the units not sent yet (with ``due_only``, only if the interval has passed)."""
@@ -181,7 +195,7 @@ class _Outbox:
             if due_only and now - self._last < self.interval:
                 return
             done, failed = self._unsent()
-            if not done and not failed:
+            if not failed and (done.start == done.stop if isinstance(done, slice) else not done):
                 return
             self._conn.send_bytes(pickle.dumps(('items', self._chunk_id, done, failed), pickle.HIGHEST_PROTOCOL))
             self._last = now
@@ -288,7 +302,7 @@ def _worker_main(
             return
         out.send(('start', chunk.id))
         ledger = Ledger()
-        out.watch(chunk.id, ledger)
+        out.watch(chunk.id, ledger, chunk.units)
         report = job.run_chunk(chunk, stop_check, ledger)
         out.end(report)
         items += len(ledger.done) + len(ledger.failed)
@@ -541,14 +555,14 @@ class LocalPoolExecutor(Executor):
         if kind == 'items':
             # Units ended: the one running now started about then.
             w.since = time.monotonic()
-            self._relay(w, msg[1], msg[2], msg[3])
+            self._relay(w, msg[1], self._units_of(w, msg[1], msg[2]), msg[3])
         elif kind == 'start':
             w.since = time.monotonic()
             w.started.add(msg[1])
         elif kind == 'end':
             w.since = None
             _, chunk_id, done, failed, worker, extra = msg
-            self._relay(w, chunk_id, done, failed)
+            self._relay(w, chunk_id, self._units_of(w, chunk_id, done), failed)
             all_done, all_failed = w.relayed.pop(chunk_id, ([], []))
             for i, chunk in enumerate(w.chunks):
                 if chunk.id == chunk_id:
@@ -567,6 +581,16 @@ class LocalPoolExecutor(Executor):
             logger.info('replacing worker %s: %s', worker_name(w.pid), msg[1])
         elif kind == 'error':
             w.error = msg[1]
+
+    @staticmethod
+    def _units_of(w: _Worker, chunk_id: int, done: Union[slice, tuple[str, ...]]) -> tuple[str, ...]:
+        """The done units of a message: as sent, or cut from the chunk by the slice sent (see ``_Outbox``)."""
+        if not isinstance(done, slice):
+            return done
+        for chunk in w.chunks:
+            if chunk.id == chunk_id:
+                return chunk.units[done]
+        return ()  # a chunk no longer held: nothing to relay
 
     def _relay(self, w: _Worker, chunk_id: int, done: tuple[str, ...], failed: tuple[str, ...]) -> None:
         if not done and not failed:
