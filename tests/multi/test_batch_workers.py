@@ -71,11 +71,27 @@ def test_auto_chunks_start_small() -> None:
     assert Chunker(0, workers=2).next_size(10_000) == 2
 
 
-def test_auto_chunks_of_tiny_items_are_large_but_bounded_by_what_is_left() -> None:
+def test_auto_chunks_are_bounded_by_what_is_left() -> None:
+    chunker = Chunker(0, workers=2)
+    chunker.observe(items=10, elapsed=0.001)  # 0.1 ms an item: 20 ms is 200 items
+    assert chunker.next_size(10_000) == 10_000 // 8
+
+
+def test_auto_chunks_of_tiny_items_hold_at_least_20_ms_of_work() -> None:
+    chunker = Chunker(0, workers=2)
+    chunker.observe(items=10, elapsed=0.0001)  # 10 us an item: 20 ms is 2,000 items
+    assert chunker.next_size(10_000) == 2_000
+
+
+def test_the_tail_of_tiny_items_is_split_once_into_a_chunk_per_worker() -> None:
     chunker = Chunker(0, workers=2)
     chunker.observe(items=10, elapsed=0.0001)
-    assert chunker.next_size(10_000) == 10_000 // 8
-    assert chunker.next_size(80) == 10
+    sizes, remaining = [], 3_001
+    while remaining:
+        size = chunker.next_size(remaining)
+        sizes.append(size)
+        remaining -= size
+    assert sizes == [1_501, 1_500]
 
 
 def test_auto_chunks_of_tiny_items_stay_the_same_size_however_big_the_batch() -> None:

@@ -7,14 +7,18 @@ an automatic size, the first chunks are small; the time per item measured
 from their reports then sizes later chunks to take about
 :attr:`Chunker.target` seconds each, never more than a share of what is
 left (``remaining / (workers * 4)``), so chunks shrink towards the end,
-and never more than :data:`MAX_AUTO` units: the parent holds a few chunks
-per worker at once, so their size (not the batch's) bounds its memory.
+but not below about :attr:`Chunker.least` seconds of work: once that much
+is all that is left per worker, the rest goes out as one chunk per worker.
+Never more than :data:`MAX_AUTO` units: the parent holds a few chunks per
+worker at once, so their size (not the batch's) bounds its memory.
 Only ``2 * workers`` small chunks are cut before the first timing: an
 executor with room for many chunks at once gets the share-bound size for
 the rest.
 """
 
 from __future__ import annotations
+
+import math
 
 __all__ = ['MAX_AUTO', 'Chunker']
 
@@ -30,18 +34,22 @@ class Chunker:
         workers: how many workers share the batch.
         target: seconds an automatic chunk should take.
         first: the size of chunks sent before any timing is known.
+        least: seconds of work below which the tail stops shrinking
+            chunks (though never beyond a share of what is left per worker).
     """
 
-    def __init__(self, chunk_size: int, workers: int, target: float = 0.5, first: int = 2) -> None:
+    def __init__(self, chunk_size: int, workers: int, target: float = 0.5, first: int = 2, least: float = 0.02) -> None:
         if chunk_size < 0:
             raise ValueError(f'chunk_size must be >= 0 (0 for automatic), not {chunk_size}')
         self.chunk_size = chunk_size
         self.workers = max(1, workers)
         self.target = target
+        self.least = least
         self.first = first
         #: seconds per item, a moving average of what the reports said
         self.per_item: float | None = None
         self._probes = 0
+        self._tail: int | None = None
 
     @property
     def automatic(self) -> bool:
@@ -68,5 +76,17 @@ class Chunker:
                 return bound
             self._probes += 1
             return min(self.first, bound)
-        wanted = int(self.target / self.per_item) if self.per_item > 0 else bound
-        return max(1, min(wanted, bound))
+        if self.per_item <= 0:
+            return bound
+        wanted = int(self.target / self.per_item)
+        # Shrinking the tail balances the workers' last chunks; once a
+        # share-bound chunk takes under ``least`` seconds that gains nothing
+        # and costs a round trip per chunk.  Each worker still gets a share.
+        least = math.ceil(self.least / self.per_item)
+        if remaining <= least * self.workers:
+            # The tail: what is left, split once into one chunk per worker
+            # (not halved again and again down to single keys).
+            if self._tail is None:
+                self._tail = -(-remaining // self.workers)
+            return max(1, min(self._tail, remaining))
+        return max(1, min(wanted, max(bound, least)))
