@@ -271,12 +271,19 @@ class Batch:
     ) -> None:
         """Count the units of ``done`` and ``failed`` not heard of before: each unit is counted once."""
         heard = state.heard
-        fresh = [u for u in done if u not in heard]
+        # The usual messages, judged by set operations in C: all new (a
+        # worker's progress), or all heard of (a report repeating it).
+        if heard.isdisjoint(done) and heard.isdisjoint(failed):
+            fresh, lost = list(done), list(failed)
+        elif heard.issuperset(done) and heard.issuperset(failed):
+            return
+        else:
+            fresh = [u for u in done if u not in heard]
+            lost = [u for u in failed if u not in heard]
         if items is None:
             n_items = len(fresh)
         else:
             n_items = sum(len(i) for u, i in zip(done, items, strict=True) if u not in heard)
-        lost = [u for u in failed if u not in heard]
         if not fresh and not lost:
             return
         heard.update(fresh)
