@@ -13,9 +13,15 @@ turns rep by rep in an order rotated every rep:
   (what a careful user writes by hand; no progress, failure records or
   resume).
 
+Named with ``--contenders`` only: ``LmdbStash-noclaims``, the LmdbStash
+batch with ``STASHWORKS_CLAIMS=0`` (no claims for other runs on the same
+folder), to show what claiming costs.
+
 Each figure is the median over reps of the per-rep ratio of items per
 second to the hand-written pool's; every run's items are counted
-afterwards.  Nothing is deleted until the run is over.
+afterwards.  Next to it, the CPU seconds (median rep) of the parent and
+of its worker processes, which show where the time goes.  Nothing is
+deleted until the run is over.
 
 Run::
 
@@ -28,6 +34,7 @@ import argparse
 import itertools
 import os
 import pickle
+import resource
 import sys
 import time
 from collections.abc import Iterator, Sequence
@@ -105,15 +112,31 @@ def batch(store: Any, n: int, workers: int) -> int:
     return n
 
 
-def run(name: str, folder: Path, args: Any) -> float:
+def cpu_seconds() -> tuple[float, float]:
+    """CPU seconds so far of this process, and of its children that ended."""
+    me, children = resource.getrusage(resource.RUSAGE_SELF), resource.getrusage(resource.RUSAGE_CHILDREN)
+    return me.ru_utime + me.ru_stime, children.ru_utime + children.ru_stime
+
+
+def run(name: str, folder: Path, args: Any) -> tuple[float, float, float]:
+    """Wall seconds, and CPU seconds of the parent and of the workers (all reaped by the end)."""
+    parent0, workers0 = cpu_seconds()
     start = time.perf_counter()
     if name == 'LmdbStash':
         batch(LmdbStash(folder / 'out'), args.items, args.workers)
+    elif name == 'LmdbStash-noclaims':
+        os.environ['STASHWORKS_CLAIMS'] = '0'
+        try:
+            batch(LmdbStash(folder / 'out'), args.items, args.workers)
+        finally:
+            del os.environ['STASHWORKS_CLAIMS']
     elif name == 'DirectoryStash':
         batch(DirectoryStash(folder / 'out'), args.items, args.workers)
     else:
         hand_written(folder, args.items, args.workers, args.chunk)
-    return time.perf_counter() - start
+    wall = time.perf_counter() - start
+    parent1, workers1 = cpu_seconds()
+    return wall, parent1 - parent0, workers1 - workers0
 
 
 def main(argv: Sequence[str] | None = None) -> int:
@@ -129,34 +152,51 @@ def main(argv: Sequence[str] | None = None) -> int:
     names = ['LmdbStash', 'DirectoryStash', BASELINE]
     if args.contenders:
         wanted = {n.strip() for n in args.contenders.split(',')} | {BASELINE}
-        names = [n for n in names if n in wanted]
+        unknown = wanted - {*names, 'LmdbStash-noclaims'}
+        if unknown:
+            parser.error(f'unknown contenders: {", ".join(sorted(unknown))}')
+        names = [n for n in [*names, 'LmdbStash-noclaims'] if n in wanted]
     print(f'# batch of {args.items:,} trivial items, {args.workers} workers, {args.reps} reps')
     print(machine_note())
     print(f'command: python benchmarks/bench_lmdb_batch.py {" ".join(sys.argv[1:])}')
     failed = False
     for root in args.dir or ['/tmp']:
         times: dict[str, list[float]] = {n: [] for n in names}
+        cpu: dict[str, list[tuple[float, float]]] = {n: [] for n in names}
         with RunDirs(root, keep=args.keep) as dirs:
             for rep in range(args.reps):
                 for name in rotated(names, rep):
-                    times[name].append(run(name, dirs.new(name), args))
+                    wall, parent_cpu, workers_cpu = run(name, dirs.new(name), args)
+                    times[name].append(wall)
+                    cpu[name].append((parent_cpu, workers_cpu))
                     print(
-                        f'  {root} rep {rep + 1}: {name} {args.items / times[name][-1]:,.0f} items/s', file=sys.stderr
+                        f'  {root} rep {rep + 1}: {name} {args.items / wall:,.0f} items/s '
+                        f'(CPU s: parent {parent_cpu:.2f}, workers {workers_cpu:.2f})',
+                        file=sys.stderr,
                     )
         rows = []
         for name in names:
             r = ratios(times[name], times[BASELINE])
             med = sorted(times[name])[len(times[name]) // 2]
+            parents = sorted(p for p, _ in cpu[name])
+            workers = sorted(w for _, w in cpu[name])
             rows.append(
                 [
                     name,
                     f'{args.items / med:,.0f}',
                     f'{median_ratio(times[name], times[BASELINE]):.2f}x',
                     f'{min(r):.2f}-{max(r):.2f}',
+                    f'{parents[len(parents) // 2]:.2f}',
+                    f'{workers[len(workers) // 2]:.2f}',
                 ]
             )
         print(f'\n## {root}: items/s (median rep) and speed relative to the hand-written pool\n')
-        print(format_table(['contender', 'items/s', f'vs {BASELINE}', 'range'], rows))
+        print(
+            format_table(
+                ['contender', 'items/s', f'vs {BASELINE}', 'range', 'parent CPU s', 'workers CPU s'],
+                rows,
+            )
+        )
         if 'LmdbStash' in names:
             vs_hand = median_ratio(times['LmdbStash'], times[BASELINE])
             verdicts = [f'vs hand-written {vs_hand:.2f}x (target {TARGET_VS_HANDWRITTEN}x)']
