@@ -262,6 +262,27 @@ def test_cleanup_keeps_recent_releases_for_runs_still_planning(tmp_path: Path) -
     later.close()
 
 
+def test_claims_released_before_a_run_planned_cost_it_no_memory(tmp_path: Path) -> None:
+    # A run interrupted after a million keys leaves its released claims
+    # behind; the run that resumes planned after they were released, so
+    # their keys are in its plan's counts already and must not be held.
+    first = ClaimBook(tmp_path, never_settled, heartbeat=5.0, expiry=60.0)
+    first.open()
+    for n in range(5):
+        first.settle(first.claim([f'c{n}-{j}' for j in range(1000)]).keys)
+    first.close('interrupted')
+    time.sleep(0.05)
+    resumed = ClaimBook(tmp_path, never_settled, heartbeat=5.0, expiry=60.0, planned_at=time.time() + 3.0)
+    resumed.open()
+    try:
+        held = sum(len(claim.keys) for claim in resumed.others.values())
+        assert held == 0, f'{held} keys of claims released before planning are held in memory'
+        assert resumed.claim(['c0-0', 'new']).keys == ['c0-0', 'new']
+        assert resumed.claim(['x']).seq == 6  # numbered after every claim on disk
+    finally:
+        resumed.close()
+
+
 def test_run_record_lists_its_claims_and_beats(tmp_path: Path) -> None:
     book = ClaimBook(tmp_path, never_settled, heartbeat=0.1, expiry=1.0, info={'workers': 3})
     book.open()

@@ -303,11 +303,16 @@ class ClaimBook:
         run = str(data.get('run', ''))
         if run == self.run_id:
             return
-        keys = data.get('keys') or []
-        claim = _Claim(run, tuple(k for k in keys if isinstance(k, str)), mtime, bool(data.get('released')))
-        self.others[seq] = claim
-        if claim.released and released_before is not None and mtime < released_before:
+        released = bool(data.get('released'))
+        if released and released_before is not None and mtime < released_before:
+            # Settled before this run planned: its keys are in the plan's
+            # counts already.  Only the number is kept (an interrupted run
+            # of ten million keys leaves millions of them behind).
+            self.others[seq] = _Claim(run, (), mtime, True)
             return
+        keys = data.get('keys') or []
+        claim = _Claim(run, tuple(k for k in keys if isinstance(k, str)), mtime, released)
+        self.others[seq] = claim
         # A released claim is indexed too: its keys may have been settled
         # after this run listed the stores, which ``settled`` will tell.
         for key in claim.keys:
