@@ -21,10 +21,10 @@ share a file: appends from
 several hosts to one file on NFS can overwrite each other (an NFS client
 computes the end of the file from its own cached size), while appends to
 a file nobody else writes are safe on any file system.  A reader lists
-the folder and reads every file; one that only needs to know whether
-another version ever recorded a unit reads the file names alone.  Files
-whose every record was superseded by a newer one are removed by
-:meth:`UnitLog.prune`.
+the folder and reads every file (beyond the index, below); one that only
+needs to know whether another version ever recorded a unit reads the file
+names alone.  Files whose every record was superseded by a newer one are
+removed by :meth:`UnitLog.prune`.
 
 Records are written in blocks, each with one ``os.write`` on a descriptor
 opened with ``O_APPEND``: one JSON array per record and line
@@ -41,6 +41,23 @@ computed again.
 
 When a unit is recorded more than once (computed again after its code
 changed, or twice on a cluster), the record with the latest time wins.
+
+The index
+---------
+Decoding every record of a large log costs more than the rest of a
+resume's planning, so the folder also holds :data:`INDEX_FILE`: the
+latest record of each unit, grouped by version (units, their item keys
+and times as columns, one ``json.loads`` for them all), and for each log
+file how many bytes of it the index covers (up to the end of its last
+whole block), with the trailer of a block.  A reader takes the index,
+then only what each file holds beyond it, and merges that in (the latest
+time wins, as ever).  The files stay the truth: an index that is torn or
+altered, or that covers a file now gone or shorter, is ignored and every
+record read again.  A read that found many records beyond the index
+(:data:`COMPACT_ROWS`, :data:`COMPACT_FILES`) writes a new one, atomically
+(a temp file renamed), so a kill leaves the old index or the new; so does
+:meth:`UnitLog.compact`.  Threads of one process (a Dask worker's) share a
+log object: its buffer and files are used under a lock.
 """
 
 from __future__ import annotations
