@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import logging
 import os
+import signal
 import sys
 import time
 import uuid
@@ -228,3 +229,36 @@ def test_the_subclass_form_on_the_cluster_runs_twice_and_computes_once(client: A
     assert dict(DirectoryStash(out)) == pages_of(units)
     assert computations(markers) == {u: 1 for u in units}
     check_records(out, units, stash._version())
+
+
+def test_a_worker_killed_mid_batch_leaves_every_unit_recorded_once_complete(client: Any, tmp_path: Path) -> None:
+    out, markers = tmp_path / 'out', tmp_path / 'markers'
+    markers.mkdir()
+    units = _units(40)
+    victim = next(iter(client.run(os.getpid).values()))
+
+    class KillAfter:
+        def __init__(self, n: int) -> None:
+            self.n, self.items = n, 0
+
+        def __call__(self, event: Any) -> None:
+            if event.kind == 'item':
+                self.items += 1
+                if self.items == self.n:
+                    os.kill(victim, signal.SIGKILL)
+
+    stash = _stash(out, markers, units, DaskExecutor(client), sleep=0.02, chunk_size=5, on_event=KillAfter(8))
+    result = stash.prime()
+
+    assert victim not in client.run(os.getpid).values()
+    assert (result.computed, result.failed, result.interrupted) == (40, 0, False)
+    assert dict(DirectoryStash(out)) == pages_of(units)
+    check_records(out, units, stash._version())
+    counts = computations(markers)
+    # Dask runs the killed worker's tasks again, whole: a unit of those
+    # chunks may be computed twice (its items overwritten, its record
+    # written again), never more, and the next run computes nothing.
+    assert set(counts) == set(units) and max(counts.values()) <= 2
+    again = _stash(out, markers, units, DaskExecutor(client)).prime()
+    assert (again.done_before, again.computed) == (40, 0)
+    assert computations(markers) == counts
