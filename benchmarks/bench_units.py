@@ -246,6 +246,7 @@ def trivial(key: str) -> str:
 
 def run_batch(folder: Path, keys: list[str], workers: int, record: bool) -> None:
     from stashworks import DirectoryStash, MultiProcessFactoryStash
+    from stashworks.multi.units import UnitJob
 
     stash = MultiProcessFactoryStash(DirectoryStash(folder), trivial, keys=keys, workers=workers, progress=False)
     if not record:
@@ -253,6 +254,8 @@ def run_batch(folder: Path, keys: list[str], workers: int, record: bool) -> None
 
         def without_records() -> Any:
             job = make_job()
+            if not isinstance(job, UnitJob):
+                raise RuntimeError(f'the batch made a {type(job).__name__}, not a UnitJob: nothing to leave out')
             job.units_log = None  # the same job, recording nothing
             return job
 
