@@ -102,7 +102,7 @@ def test_auto_chunks_of_tiny_items_stay_the_same_size_however_big_the_batch() ->
         chunker = Chunker(0, workers=2)
         chunker.observe(items=100_000, elapsed=0.05)  # half a microsecond an item
         sizes.append(chunker.next_size(remaining))
-    assert sizes[0] == sizes[1] == sizes[2] <= 65_536
+    assert sizes[0] == sizes[1] == sizes[2] <= 16_384
 
 
 def test_auto_chunks_of_slow_items_take_about_half_a_second() -> None:

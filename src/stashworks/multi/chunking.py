@@ -22,8 +22,8 @@ import math
 
 __all__ = ['MAX_AUTO', 'Chunker']
 
-#: The most units an automatic chunk holds (tiny items: about 5 MB of keys).
-MAX_AUTO = 65_536
+#: The most units an automatic chunk holds (tiny items: about 1 MB of keys).
+MAX_AUTO = 16_384
 
 
 class Chunker:

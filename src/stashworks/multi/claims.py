@@ -204,10 +204,8 @@ class ClaimBook:
         self.record.start()
         self._opened = True
         listed = self._listed()
-        # A couple of seconds of slack for the clocks of other hosts.
-        before = None if self.planned_at is None else self.planned_at - 2.0
         for seq in listed:
-            self._read(seq, released_before=before)
+            self._read(seq, released_before=self.planned_at)
         if listed:
             self._next = max(listed) + 1
 
@@ -304,7 +302,7 @@ class ClaimBook:
         if run == self.run_id:
             return
         released = bool(data.get('released'))
-        if released and released_before is not None and mtime < released_before:
+        if released and released_before is not None and mtime < released_before - self._clock_slack(run):
             # Settled before this run planned: its keys are in the plan's
             # counts already.  Only the number is kept (an interrupted run
             # of ten million keys leaves millions of them behind).
@@ -317,6 +315,15 @@ class ClaimBook:
         # after this run listed the stores, which ``settled`` will tell.
         for key in claim.keys:
             self._by_key.setdefault(key, []).append(seq)
+
+    def _clock_slack(self, run: str) -> float:
+        """Seconds by which ``run``'s file times may run ahead of this host's clock.
+
+        None for a run of this host (one clock); a couple of seconds for
+        another host's, whose files a network file system stamps.
+        """
+        view = self._view(run)
+        return 0.0 if view is not None and view.data.get('host') == self._host else 2.0
 
     def _view(self, run: str) -> Optional[RunView]:
         now = time.monotonic()
