@@ -20,6 +20,11 @@ Run::
 
     python benchmarks/bench_lmdb_scale.py --dir /tmp --sizes 100000,1000000,10000000
     python benchmarks/bench_lmdb_scale.py --dir /tmp --plan 10000000 --reps 3
+    python benchmarks/bench_lmdb_scale.py --dir /tmp --sizes 10000000 --interrupt 20
+
+Interrupt (``--interrupt S``): the largest size, sent SIGINT (Ctrl-C)
+after S seconds, then run again in a fresh process; the resumed run must
+find exactly the items the first stored and compute only the rest.
 """
 
 from __future__ import annotations
@@ -28,6 +33,7 @@ import argparse
 import json
 import pickle
 import resource
+import signal
 import statistics
 import subprocess
 import sys
@@ -75,13 +81,62 @@ def one(out: Path, n: int, workers: int, scrambled: bool) -> dict[str, float]:
     start = time.perf_counter()
     store = LmdbStash(out)
     stash = MultiProcessFactoryStash(store, compute, keys=lambda: keys(n, scrambled), workers=workers, progress=False)
-    result = stash.prime()
+    try:
+        result = stash.prime()
+    except KeyboardInterrupt:
+        stored = len(store)
+        store.close()
+        return {'n': n, 'interrupted': True, 'stored': stored, 'peak_mb': peak_mb()}
     wall = time.perf_counter() - start
     stored = len(store)
     store.close()
-    if stored != n or result.computed != n:
+    if stored != n or result.computed + result.done_before != n:
         raise AssertionError(f'{stored} stored, {result.computed} computed, of {n}')
-    return {'n': n, 'wall': wall, 'rate': n / wall, 'peak_mb': peak_mb()}
+    return {
+        'n': n,
+        'wall': wall,
+        'rate': result.computed / wall,
+        'peak_mb': peak_mb(),
+        'done_before': result.done_before,
+        'computed': result.computed,
+    }
+
+
+def interrupt(args: Any) -> bool:
+    """The largest size, stopped by SIGINT after ``--interrupt`` seconds, then run again."""
+    n = max(int(s) for s in args.sizes.split(','))
+    root = (args.dir or ['/tmp'])[0]
+    with RunDirs(root, keep=args.keep) as dirs:
+        out = dirs.new(f'n{n}') / 'out'
+        cmd = [sys.executable, __file__, '--one', str(n), '--out', str(out), '--workers', str(args.workers)]
+        cmd += ['--order', args.order]
+        first = subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+        time.sleep(args.interrupt)
+        first.send_signal(signal.SIGINT)
+        stdout, stderr = first.communicate()
+        got = json.loads(stdout.strip().splitlines()[-1]) if stdout.strip() else {}
+        if not got.get('interrupted'):
+            print(stderr, file=sys.stderr)
+            raise SystemExit(f'the first run was not interrupted: {got}')
+        second = subprocess.run(cmd, capture_output=True, text=True, check=False)
+        if second.returncode:
+            print(second.stderr, file=sys.stderr)
+            raise SystemExit('the resumed run failed')
+        again = json.loads(second.stdout.strip().splitlines()[-1])
+    exact = again['done_before'] == got['stored'] and again['computed'] == n - got['stored']
+    print(f'\n## Ctrl-C after {args.interrupt} s and resume: {n:,} keys, {args.order} order\n')
+    rows = [
+        ['interrupted run', f'{got["stored"]:,} stored', '', f'{got["peak_mb"]:.0f} MB'],
+        [
+            'resumed run',
+            f'{again["done_before"]:,} done before',
+            f'{again["computed"]:,} computed',
+            f'{again["peak_mb"]:.0f} MB',
+        ],
+    ]
+    print(format_table(['run', 'items', 'computed', 'parent peak RSS'], rows))
+    print(f'\nresume exact (nothing computed twice, nothing left): {exact}')
+    return exact and again['peak_mb'] < RSS_LIMIT_MB
 
 
 def scale(args: Any) -> bool:
@@ -198,6 +253,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     parser.add_argument('--plan', type=int, help='time the planning of a 90%%-done batch of this many keys')
     parser.add_argument('--reps', type=int, default=3)
     parser.add_argument('--order', choices=['increasing', 'scrambled'], default='increasing')
+    parser.add_argument('--interrupt', type=float, help='Ctrl-C the largest size after this many seconds, then resume')
     parser.add_argument('--keep', action='store_true')
     parser.add_argument('--one', type=int, help=argparse.SUPPRESS)
     parser.add_argument('--out', help=argparse.SUPPRESS)
@@ -207,7 +263,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         return 0
     print(machine_note())
     print(f'command: python benchmarks/bench_lmdb_scale.py {" ".join(sys.argv[1:])}')
-    ok = plan(args) if args.plan else scale(args)
+    ok = plan(args) if args.plan else interrupt(args) if args.interrupt else scale(args)
     return 0 if ok else 1
 
 
