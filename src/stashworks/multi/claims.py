@@ -166,7 +166,6 @@ class ClaimBook:
         self._lock = threading.Lock()
         #: this run's open claims: number -> keys not settled yet
         self.mine: dict[int, set[str]] = {}
-        self._my_key: dict[str, int] = {}
         self._last_mine = -1
         #: per open claim of this run, its keys as encoded in the file
         self._keys_of: dict[int, bytes] = {}
@@ -367,6 +366,9 @@ class ClaimBook:
     def _sort(self, keys: Iterable[str], result: ClaimResult) -> list[str]:
         """Keep the keys nobody else holds or settled; file the others in ``result``."""
         by_key = self._by_key
+        keys = keys if isinstance(keys, (list, tuple)) else list(keys)
+        if by_key.keys().isdisjoint(keys):
+            return list(keys)  # no other run ever claimed any of them
         holds: dict[int, bool] = {}  # per call: each claim judged once
         keep = []
         for key in keys:
@@ -416,8 +418,6 @@ class ClaimBook:
                 self._keys_of[seq] = encoded
                 with self._lock:
                     self.mine[seq] = set(keep)
-                    for key in keep:
-                        self._my_key[key] = seq
                     self._last_mine = seq
                 self._next = seq + 1
                 self.claims_made += 1
@@ -461,25 +461,24 @@ class ClaimBook:
     def settle(self, keys: Iterable[str]) -> None:
         """Keys this run computed (stored or failed); releases the claims they complete."""
         emptied = []
+        keys = keys if isinstance(keys, (set, frozenset)) else set(keys)
+        if not keys:
+            return
         with self._lock:
-            mine, my_key = self.mine, self._my_key
-            for key in keys:
-                seq = my_key.pop(key, None)
-                if seq is None:
+            # A run holds a few claims at a time (about two chunks per
+            # worker): set operations per claim, no Python loop per key.
+            for seq, left in self.mine.items():
+                if left.isdisjoint(keys):
                     continue
-                left = mine.get(seq)
-                if left is not None:
-                    left.discard(key)
-                    if not left:
-                        emptied.append(seq)
+                left.difference_update(keys)
+                if not left:
+                    emptied.append(seq)
         for seq in emptied:
             self._release(seq)
 
     def _release(self, seq: int) -> None:
         with self._lock:
-            left = self.mine.pop(seq, set())
-            for key in left:
-                self._my_key.pop(key, None)
+            self.mine.pop(seq, None)
         keys = self._keys_of.pop(seq, b'[]')
         # The keys stay in the file: a run that reads it later learns they
         # were settled here (it cannot know from its own listing of the stores).
@@ -498,7 +497,8 @@ class ClaimBook:
     @property
     def held_keys(self) -> int:
         """How many keys this run holds and has not settled."""
-        return len(self._my_key)
+        with self._lock:
+            return sum(map(len, self.mine.values()))
 
     # -- waiting for others ---------------------------------------------------
 
