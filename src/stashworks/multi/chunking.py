@@ -88,5 +88,5 @@ class Chunker:
             # (not halved again and again down to single keys).
             if self._tail is None:
                 self._tail = -(-remaining // self.workers)
-            return max(1, min(self._tail, remaining))
-        return max(1, min(wanted, max(bound, least)))
+            return max(1, min(self._tail, remaining, MAX_AUTO))
+        return max(1, min(wanted, max(bound, least), MAX_AUTO))

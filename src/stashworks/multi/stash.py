@@ -31,7 +31,7 @@ from .failures import FailureStash, MemoryFailureStash, ReadOnlyFailures
 from .guard import absolute
 from .job import Job
 from .layout import STATE_DIR, find_directory, status_path
-from .plan import Membership, Plan, iter_pairs, plan_batch
+from .plan import KeySpool, Membership, Plan, iter_pairs, plan_batch
 from .pool import LocalPoolExecutor
 from .progress import EventHook
 from .retrying import with_retries
@@ -414,7 +414,7 @@ class MultiProcessStash(PrimablePreemptiveStash):
             self._stale_handled = True
         self.census = units.census
         write_census(self.state_dir, units.census)
-        return Plan(units.missing, units.payload, units.census.done_units, units.census.failed_units)
+        return Plan(KeySpool(units.missing), units.payload, units.census.done_units, units.census.failed_units)
 
     def _after_run(self, result: BatchResult) -> None:
         stale_handled = getattr(self, '_stale_handled', False)
