@@ -125,3 +125,16 @@ def test_planning_ten_times_the_keys_keeps_the_same_peak_memory(tmp_path: Path, 
     small, large = _peak_kib(200_000, tmp_path, order), _peak_kib(2_000_000, tmp_path, order)
     assert large <= 1.3 * small, f'{order} keys: peak {small} KiB at 200k keys, {large} KiB at 2M'
     assert os.listdir(tmp_path) == []
+
+
+def test_units_are_identified_in_order_whatever_their_types() -> None:
+    from pathlib import PurePosixPath
+
+    from stashworks.multi.plan import identify
+
+    units: list[object] = [f'u{i}' for i in range(70_000)] + [3, PurePosixPath('/a/b'), 'last']
+    pairs = list(identify(units))
+    assert pairs[:2] == [('u0', None), ('u1', None)] and len(pairs) == len(units)
+    assert pairs[-3:] == [('3', 3), ('/a/b', PurePosixPath('/a/b')), ('last', None)]
+    # A custom identity applies to str units too.
+    assert list(identify(['a', 'b'], str.upper)) == [('A', 'a'), ('B', 'b')]

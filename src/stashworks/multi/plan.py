@@ -21,7 +21,7 @@ import os
 import pickle
 import tempfile
 from dataclasses import dataclass
-from itertools import compress, islice, repeat
+from itertools import chain, compress, islice, repeat
 from operator import is_not, itemgetter, lt
 from pathlib import Path
 from typing import IO, Any, Callable, Iterable, Iterator, Optional, Sequence, Union
@@ -29,7 +29,7 @@ from typing import IO, Any, Callable, Iterable, Iterator, Optional, Sequence, Un
 from ..errors import BatchError
 from ..stash import Stash
 
-__all__ = ['BLOCK', 'KeySpool', 'Membership', 'Plan', 'SeenFilter', 'iter_pairs', 'plan_batch']
+__all__ = ['BLOCK', 'KeySpool', 'Membership', 'Plan', 'SeenFilter', 'identify', 'iter_pairs', 'plan_batch']
 
 #: Units asked about at once, and the size of a spooled block.
 BLOCK = 65_536
@@ -299,6 +299,33 @@ class Plan:
 def iter_pairs(keys: Iterable[str]) -> Iterator[tuple[str, Any]]:
     """``(key, None)`` for each key: work whose keys are the units."""
     return zip(keys, repeat(None))
+
+
+def identify(units: Iterable[Any], ident: Optional[Callable[[Any], str]] = None) -> Iterator[tuple[str, Any]]:
+    """``(identity, unit)`` for each unit, ``unit`` ``None`` when it is its own identity.
+
+    Args:
+        units: the work units.
+        ident: a unit's identity; ``None``: the default, by which a
+            ``str`` unit is its own identity, so a block of plain ``str``
+            units passes through in C, without a Python step per unit.
+    """
+    from .units import unit_id
+
+    call = unit_id if ident is None else ident
+
+    def pairs(block: list[Any]) -> Iterable[tuple[str, Any]]:
+        if ident is None and set(map(type, block)) == {str}:
+            return zip(block, repeat(None))
+        out = []
+        for unit in block:
+            uid = call(unit)
+            out.append((uid, None if unit is uid else unit))
+        return out
+
+    source = iter(units)
+    blocks = iter(lambda: list(islice(source, BLOCK)), [])
+    return chain.from_iterable(map(pairs, blocks))
 
 
 class _Seen:

@@ -31,7 +31,7 @@ from .failures import FailureStash, MemoryFailureStash, ReadOnlyFailures
 from .guard import absolute
 from .job import Job
 from .layout import STATE_DIR, find_directory, status_path
-from .plan import KeySpool, Membership, Plan, iter_pairs, plan_batch
+from .plan import KeySpool, Membership, Plan, identify, iter_pairs, plan_batch
 from .pool import LocalPoolExecutor
 from .progress import EventHook
 from .retrying import with_retries
@@ -208,10 +208,13 @@ class MultiProcessStash(PrimablePreemptiveStash):
     # -- how the batch is built (overridden by the factory form) -----------
 
     def _work(self) -> Iterator[tuple[str, Any]]:
-        ident = self._unit_id
-        for unit in self._create_data():
-            uid = ident(unit)
-            yield uid, None if unit is uid else unit
+        cls = type(self)
+        default = (
+            self.provenance.unit_id is None
+            and cls._key_of is MultiProcessStash._key_of
+            and cls._unit_id is MultiProcessStash._unit_id
+        )
+        return identify(self._create_data(), None if default else self._unit_id)
 
     def _unit_id(self, unit: Any) -> str:
         """The identity of a work unit: ``unit_id=``, a subclass's ``_key_of``, or the default."""
@@ -596,9 +599,7 @@ class MultiProcessFactoryStash(MultiProcessStash):
         return self._expanded_work(custom)
 
     def _expanded_work(self, custom: Optional[Callable[[Any], str]]) -> Iterator[tuple[str, Any]]:
-        for unit in self._keys_source():
-            uid = custom(unit) if custom is not None else unit_id(unit)
-            yield uid, None if unit is uid else unit
+        return identify(self._keys_source(), custom)
 
     def _code(self) -> Any:
         return self.factory.load if isinstance(self.factory, Stash) else self.factory
