@@ -640,7 +640,8 @@ class LmdbStash(CloseableStash):
         ``10,000`` keys, so working out what is left of a batch of millions
         of keys never lists (or holds) every stored key.
         """
-        self._commit()
+        if not len(self):
+            return [False] * len(keys)  # a new batch: nothing to look up
         out: list[bool] = []
         for start in range(0, len(keys), _SCAN_BATCH):
             part = keys[start : start + _SCAN_BATCH]

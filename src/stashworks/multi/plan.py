@@ -61,6 +61,8 @@ class Membership:
         if self._listing is None:
             self._listing = set(self.store.keys())
         listing = self._listing
+        if not listing:
+            return [False] * len(keys)
         return [key in listing for key in keys]
 
 
@@ -471,7 +473,10 @@ def plan_batch(
         counted += len(ids)
         fresh = seen.first_times(ids)
         present = stored(fresh)
-        open_ids = [key for key, there in zip(fresh, present, strict=True) if not there]
+        if any(present):
+            open_ids = [key for key, there in zip(fresh, present, strict=True) if not there]
+        else:
+            open_ids = fresh
         done_before += len(fresh) - len(open_ids)
         if skip_failed and open_ids:
             recorded = failed(open_ids)
