@@ -73,6 +73,16 @@ def computations(markers: Path) -> Counter[str]:
     return Counter(p.name.rsplit('.', 2)[0] for p in markers.iterdir())
 
 
+def mark_unit(markers: Path, uid: str) -> None:
+    """Count one computation of the unit ``uid`` (a marker file ``<uid>.<random>``)."""
+    (markers / f'{uid.replace("/", "_")}.{uuid.uuid4().hex}').touch()
+
+
+def unit_computations(markers: Path) -> Counter[str]:
+    """How many times each unit was computed, from the markers of :func:`mark_unit` (or alike)."""
+    return Counter(p.name.rsplit('.', 1)[0] for p in markers.iterdir())
+
+
 def pids_by_key(markers: Path) -> dict[str, set[int]]:
     """The processes that computed each key."""
     out: dict[str, set[int]] = {}

@@ -13,29 +13,16 @@ import subprocess
 import sys
 import textwrap
 import time
-import uuid
 from pathlib import Path
 from typing import Any, Callable, Iterable, Iterator, Optional
 
 import pytest
+from batch_jobs import mark_unit, unit_computations
 
 from stashworks import BatchError, DirectoryStash, MultiProcessFactoryStash, MultiProcessStash
 from stashworks.multi.units import StaleItemsError, UnitLog, read_census, unit_id
 
 HERE = Path(__file__).resolve().parent
-
-
-def mark(markers: Path, uid: str) -> None:
-    """Count one computation of ``uid``."""
-    (markers / f'{uid.replace("/", "_")}.{uuid.uuid4().hex}').touch()
-
-
-def computations(markers: Path) -> dict[str, int]:
-    counts: dict[str, int] = {}
-    for p in markers.iterdir():
-        uid = p.name.rsplit('.', 1)[0]
-        counts[uid] = counts.get(uid, 0) + 1
-    return counts
 
 
 class Documents(MultiProcessStash):
@@ -52,7 +39,7 @@ class Documents(MultiProcessStash):
     def _process(self, chunk: list[Any]) -> Iterator[tuple[str, Any]]:
         for unit in chunk:
             uid = unit_id(unit)
-            mark(self.markers, uid.replace(':', '_'))
+            mark_unit(self.markers, uid.replace(':', '_'))
             for i in range(count_of(unit)):
                 yield f'{uid}/{i}', (repr(unit), i)
 
@@ -109,7 +96,7 @@ def test_units_of_several_types_yield_zero_one_or_many_items(tmp_path: Path, mar
     # A unit with no item is done too: the rerun computes nothing.
     again = Documents(tmp_path / 'out', markers, UNITS, executor=executor).prime()
     assert (again.done_before, again.computed) == (len(UNITS), 0)
-    assert all(n == 1 for n in computations(markers).values())
+    assert all(n == 1 for n in unit_computations(markers).values())
 
 
 def test_a_deleted_item_sends_its_unit_back_and_only_it(tmp_path: Path, markers: Path) -> None:
@@ -118,7 +105,7 @@ def test_a_deleted_item_sends_its_unit_back_and_only_it(tmp_path: Path, markers:
     DirectoryStash(tmp_path / 'out').delete(f'{unit_id(many)}/1')  # as `stashworks rm` does
     result = Documents(tmp_path / 'out', markers, UNITS, executor='serial').prime()
     assert (result.done_before, result.computed) == (len(UNITS) - 1, 1)
-    counts = computations(markers)
+    counts = unit_computations(markers)
     assert counts.pop(unit_id(many).replace(':', '_')) == 2
     assert set(counts.values()) == {1}
     assert dict(DirectoryStash(tmp_path / 'out')) == expected_items(UNITS)
@@ -146,7 +133,7 @@ def test_the_factory_form_takes_units_of_any_type_when_it_expands_them(tmp_path:
 def test_the_factory_form_expands_a_unit_into_its_items(tmp_path: Path, markers: Path) -> None:
     def sentences(doc: tuple[str, int]) -> list[tuple[str, str]]:
         name, n = doc
-        mark(markers, name)
+        mark_unit(markers, name)
         return [(f'{name}/{i}', f'sentence {i} of {name}') for i in range(n)]
 
     docs = [('a', 3), ('b', 0), ('c', 1)]
@@ -160,7 +147,7 @@ def test_the_factory_form_expands_a_unit_into_its_items(tmp_path: Path, markers:
     assert (result.total, result.computed) == (3, 3)
     assert sorted(DirectoryStash(tmp_path / 'out').keys()) == ['a/0', 'a/1', 'a/2', 'c/0']
     assert build().prime().computed == 0
-    assert set(computations(markers).values()) == {1}
+    assert set(unit_computations(markers).values()) == {1}
 
 
 def test_a_unit_id_can_be_given(tmp_path: Path) -> None:
@@ -182,7 +169,7 @@ def test_a_unit_that_raises_half_way_is_a_failure_and_not_done(tmp_path: Path, m
     flag.touch()
 
     def pages(doc: str) -> Iterator[tuple[str, int]]:
-        mark(markers, doc)
+        mark_unit(markers, doc)
         for i in range(3):
             if doc == 'bad' and i == 1 and flag.exists():
                 raise ValueError('page 1 of bad')
@@ -216,7 +203,7 @@ class SlowPages:
         self.sleep = sleep
 
     def __call__(self, unit: str) -> Iterator[tuple[str, str]]:
-        mark(self.markers, unit)
+        mark_unit(self.markers, unit)
         for i in range(4):
             time.sleep(self.sleep)
             yield f'{unit}/{i}', f'{unit}-{i}'
@@ -253,7 +240,7 @@ def test_a_worker_killed_mid_unit_computes_that_unit_again_and_nothing_else(
     assert (result.computed, result.failed, result.lost) == (8, 0, 1)
     assert (tmp_path / 'killed-u03').exists()
     assert dict(DirectoryStash(tmp_path / 'out')) == all_pages(units)
-    counts = computations(markers)
+    counts = unit_computations(markers)
     assert counts.pop('u03') == 2  # half done when killed, so computed again
     assert set(counts.values()) == {1}
     assert build(None).prime().computed == 0
@@ -309,7 +296,7 @@ def test_the_parent_killed_mid_batch_then_resume_completes_every_unit_and_repeat
     time.sleep(1.0)
     finished = set(UnitLog.beside(out).read())
     assert 4 <= len(finished) < n
-    before = computations(markers)
+    before = unit_computations(markers)
     started = set(before)
     assert started - finished, 'the kill landed between units: nothing was half done'
 
@@ -318,7 +305,7 @@ def test_the_parent_killed_mid_batch_then_resume_completes_every_unit_and_repeat
     ).prime()
     assert result.done_before == len(finished)
     assert dict(DirectoryStash(out)) == all_pages(units)
-    after = computations(markers)
+    after = unit_computations(markers)
     for unit in finished:
         assert after[unit] == before[unit] == 1, unit  # a finished unit never again
     for unit in set(units) - finished:
@@ -431,13 +418,13 @@ def test_a_comment_or_a_line_shift_does_not_make_items_stale(job: VersionedJob, 
 )
 def test_a_code_change_stops_the_batch_before_any_work(job: VersionedJob, old: str, new: str) -> None:
     job.edit(old, new)
-    before = computations(job.markers)
+    before = unit_computations(job.markers)
     out = job.run()
     units, items, versions, version = out['stale']
     assert (units, items) == (3, 6)
     assert list(versions.values()) == [6] and version not in versions
     assert "on_stale='recompute'" in out['message'] and "on_stale='keep'" in out['message']
-    assert computations(job.markers) == before  # nothing was computed
+    assert unit_computations(job.markers) == before  # nothing was computed
     census = read_census(job.out)
     assert census is not None and (census['stale_units'], census['stale_items']) == (3, 6)
 
@@ -471,7 +458,7 @@ def test_on_stale_recompute_computes_the_stale_units_and_nothing_else(job: Versi
     job.edit("label(doc, i) + '!'", "label(doc, i) + '?'")
     out = job.run(on_stale='recompute')
     assert (out['computed'], out['done_before']) == (3, 0)
-    assert computations(job.markers) == {'a': 2, 'b': 2, 'c': 2}
+    assert unit_computations(job.markers) == {'a': 2, 'b': 2, 'c': 2}
     assert DirectoryStash(job.out)['a/0'] == 'a-0?'
     again = job.run()
     assert (again['computed'], again['done_before']) == (0, 3)
@@ -490,7 +477,7 @@ def test_on_stale_keep_keeps_the_items_and_records_the_choice(job: VersionedJob)
     assert {r.kept_from for r in records.values()} == {old_version}
     assert {r.version for r in records.values()} != {old_version}
     assert job.run()['computed'] == 0  # no longer stale
-    assert computations(job.markers) == {'a': 1, 'b': 1, 'c': 1}
+    assert unit_computations(job.markers) == {'a': 1, 'b': 1, 'c': 1}
 
 
 def test_an_explicit_version_replaces_the_fingerprint(job: VersionedJob) -> None:
@@ -612,7 +599,7 @@ def test_the_command_line_stops_on_stale_items_and_takes_on_stale(tmp_path: Path
 def test_recompute_in_the_one_item_form_computes_every_stale_unit(tmp_path: Path, markers: Path) -> None:
     def build(suffix: str, **options: Any) -> MultiProcessFactoryStash:
         def shout(key: str) -> str:
-            mark(markers, key)
+            mark_unit(markers, key)
             return key.upper() + suffix
 
         return MultiProcessFactoryStash(
@@ -623,7 +610,7 @@ def test_recompute_in_the_one_item_form_computes_every_stale_unit(tmp_path: Path
     result = build('!', on_stale='recompute').prime()
     assert (result.total, result.computed, result.done_before) == (3, 3, 0)
     assert dict(DirectoryStash(tmp_path / 'out')) == {'a': 'A!', 'b': 'B!', 'c': 'C!'}
-    assert computations(markers) == {'a': 2, 'b': 2, 'c': 2}
+    assert unit_computations(markers) == {'a': 2, 'b': 2, 'c': 2}
 
 
 def test_stashworks_status_counts_the_batch_units_not_every_file(tmp_path: Path) -> None:

@@ -22,6 +22,8 @@ import pytest
 distributed = pytest.importorskip('distributed')
 dask = pytest.importorskip('dask')
 
+from batch_jobs import unit_computations  # noqa: E402
+
 from stashworks import DirectoryStash  # noqa: E402
 from stashworks.multi import MultiProcessFactoryStash, MultiProcessStash  # noqa: E402
 from stashworks.multi.dask import DaskExecutor  # noqa: E402
@@ -101,14 +103,6 @@ class Chapters(MultiProcessStash):
             yield from Pages(self.markers)(unit)
 
 
-def computations(markers: Path) -> dict[str, int]:
-    counts: dict[str, int] = {}
-    for p in markers.iterdir():
-        unit = p.name.rsplit('.', 1)[0]
-        counts[unit] = counts.get(unit, 0) + 1
-    return counts
-
-
 def pages_of(units: list[str]) -> dict[str, str]:
     return {f'{u}.p{i}': f'{u}-{i}' for u in units for i in range(ITEMS)}
 
@@ -170,14 +164,14 @@ def test_an_interrupted_batch_on_the_cluster_resumes_exactly(client: Any, tmp_pa
     time.sleep(0.3)  # a cancelled chunk ends its running unit, then stops
     finished = set(UnitLog.beside(out).read())
     assert 12 <= len(finished) < len(units)
-    before = computations(markers)
+    before = unit_computations(markers)
 
     second = _stash(out, markers, units, DaskExecutor(client))
     result = second.prime()
 
     assert (result.done_before, result.failed, result.interrupted) == (len(finished), 0, False)
     assert dict(DirectoryStash(out)) == pages_of(units)
-    after = computations(markers)
+    after = unit_computations(markers)
     for unit in finished:
         assert after[unit] == before[unit] == 1, unit  # a finished unit is never computed again
     for unit in set(units) - finished:
@@ -189,7 +183,7 @@ def test_an_interrupted_batch_on_the_cluster_resumes_exactly(client: Any, tmp_pa
     writers = {int(f.name.split('-')[1]) for f in log_files}
     assert os.getpid() not in writers and writers <= set(client.run(os.getpid).values())
     assert _stash(out, markers, units, DaskExecutor(client)).prime().computed == 0
-    assert computations(markers) == after
+    assert unit_computations(markers) == after
 
 
 def test_chunks_sharing_a_worker_job_record_every_unit_with_its_own_items(client: Any, tmp_path: Path) -> None:
@@ -209,7 +203,7 @@ def test_chunks_sharing_a_worker_job_record_every_unit_with_its_own_items(client
     check_records(out, units, stash._version())
     again = _stash(out, markers, units, DaskExecutor(client), chunk_size=25).prime()
     assert (again.done_before, again.computed) == (400, 0)
-    assert set(computations(markers).values()) == {1}
+    assert set(unit_computations(markers).values()) == {1}
 
 
 def test_the_subclass_form_on_the_cluster_runs_twice_and_computes_once(client: Any, tmp_path: Path) -> None:
@@ -227,7 +221,7 @@ def test_the_subclass_form_on_the_cluster_runs_twice_and_computes_once(client: A
 
     assert (again.done_before, again.computed) == (30, 0)
     assert dict(DirectoryStash(out)) == pages_of(units)
-    assert computations(markers) == {u: 1 for u in units}
+    assert unit_computations(markers) == {u: 1 for u in units}
     check_records(out, units, stash._version())
 
 
@@ -254,11 +248,11 @@ def test_a_worker_killed_mid_batch_leaves_every_unit_recorded_once_complete(clie
     assert (result.computed, result.failed, result.interrupted) == (40, 0, False)
     assert dict(DirectoryStash(out)) == pages_of(units)
     check_records(out, units, stash._version())
-    counts = computations(markers)
+    counts = unit_computations(markers)
     # Dask runs the killed worker's tasks again, whole: a unit of those
     # chunks may be computed twice (its items overwritten, its record
     # written again), never more, and the next run computes nothing.
     assert set(counts) == set(units) and max(counts.values()) <= 2
     again = _stash(out, markers, units, DaskExecutor(client)).prime()
     assert (again.done_before, again.computed) == (40, 0)
-    assert computations(markers) == counts
+    assert unit_computations(markers) == counts

@@ -19,6 +19,7 @@ from typing import Any, Callable, Iterator, Sequence
 from unittest import mock
 
 import pytest
+from batch_jobs import mark_unit, unit_computations
 
 from stashworks import DirectoryStash, MultiProcessFactoryStash
 from stashworks.multi import units as units_module
@@ -316,18 +317,6 @@ def test_planning_from_the_index_agrees_with_planning_record_by_record(tmp_path:
 # -- a whole batch ------------------------------------------------------------------------
 
 
-def mark(markers: Path, uid: str) -> None:
-    (markers / f'{uid}.{uuid.uuid4().hex}').touch()
-
-
-def computations(markers: Path) -> dict[str, int]:
-    counts: dict[str, int] = {}
-    for p in markers.iterdir():
-        uid = p.name.rsplit('.', 1)[0]
-        counts[uid] = counts.get(uid, 0) + 1
-    return counts
-
-
 class Pages:
     """``expand`` factory: unit ``u`` yields two items and leaves a marker per computation."""
 
@@ -336,7 +325,7 @@ class Pages:
         self.sleep = sleep
 
     def __call__(self, unit: str) -> Iterator[tuple[str, str]]:
-        mark(self.markers, unit)
+        mark_unit(self.markers, unit)
         for i in range(2):
             time.sleep(self.sleep)
             yield f'{unit}.{i}', f'{unit}-{i}'
@@ -370,7 +359,7 @@ def test_a_batch_that_ends_writes_the_index_and_the_next_plan_reads_it(
 
     assert (result.done_before, result.computed) == (11, 9)
     assert dict(DirectoryStash(out)) == pages_of(units)
-    counts = computations(markers)
+    counts = unit_computations(markers)
     assert counts.pop('u03') == 2 and set(counts.values()) == {1}
     census = stash.census.as_dict()
     assert (census['units'], census['done_units'], census['done_items'], census['missing_units']) == (20, 20, 40, 0)
@@ -429,7 +418,7 @@ def test_a_parent_killed_after_the_index_was_written_resumes_exactly(
     finished = set(UnitLog.beside(out).read())
     assert finished == set(full_read(out / '.stashworks' / 'units'))
     assert 16 <= len(finished) < n
-    before = computations(markers)
+    before = unit_computations(markers)
 
     result = MultiProcessFactoryStash(
         DirectoryStash(out), Pages(markers), keys=units, expand=True, workers=2, progress=False
@@ -437,7 +426,7 @@ def test_a_parent_killed_after_the_index_was_written_resumes_exactly(
 
     assert result.done_before == len(finished)
     assert dict(DirectoryStash(out)) == pages_of(units)
-    after = computations(markers)
+    after = unit_computations(markers)
     for unit in finished:
         assert after[unit] == before[unit] == 1, unit  # a finished unit never again
     for unit in set(units) - finished:

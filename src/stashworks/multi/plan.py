@@ -120,10 +120,6 @@ class KeySpool:
             self._spool(tail[: self.block])
             del tail[: self.block]
 
-    def append(self, unit: str) -> None:
-        """Append one unit."""
-        self.extend((unit,))
-
     def _spool(self, units: list[str]) -> None:
         if self._file is None:
             where = self.directory if self.directory is not None and Path(self.directory).is_dir() else None
@@ -264,11 +260,6 @@ class SeenFilter:
         self._count += len(keys)
         if self._count >= capacity:
             self._grow(capacity * 4)
-
-    @property
-    def nbytes(self) -> int:
-        """Memory held by the bit arrays."""
-        return sum(len(table) for table, _, _ in self._arrays)
 
 
 @dataclass
