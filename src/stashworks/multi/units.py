@@ -748,7 +748,8 @@ class UnitLog:
     @property
     def pending(self) -> int:
         """Records buffered and not written yet."""
-        return sum(map(len, self._pending.values()))
+        with self._guard():  # another thread may be adding a version's buffer
+            return sum(map(len, self._pending.values()))
 
     def flush(self) -> None:
         """Write the buffered records, one ``os.write`` per version.
