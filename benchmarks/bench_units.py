@@ -246,7 +246,7 @@ def trivial(key: str) -> str:
 
 def run_batch(folder: Path, keys: list[str], workers: int, record: bool) -> None:
     from stashworks import DirectoryStash, MultiProcessFactoryStash
-    from stashworks.multi.units import UnitJob
+    from stashworks.multi.unitjob import UnitJob
 
     stash = MultiProcessFactoryStash(DirectoryStash(folder), trivial, keys=keys, workers=workers, progress=False)
     if not record:

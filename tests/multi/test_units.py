@@ -451,7 +451,7 @@ def test_a_job_shared_by_threads_records_every_unit_with_its_own_items(tmp_path:
 
     from stashworks import DirectoryStash
     from stashworks.multi.failures import FailureStash
-    from stashworks.multi.units import UnitJob
+    from stashworks.multi.unitjob import UnitJob
     from stashworks.multi.wire import Chunk
 
     def pages(unit: str) -> Iterator[tuple[str, int]]:

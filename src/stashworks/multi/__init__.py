@@ -4,7 +4,8 @@ Module map (each imports only those above it): ``wire`` (what travels),
 ``fingerprint`` (the version of the code), ``layout`` (where files go),
 ``workers``, ``chunking``, ``progress``, ``failures``, ``status``, ``job``
 (the worker side), ``units`` (unit identities, the record of finished
-units, planning by unit), ``executor`` (the contract),
+units, planning by unit), ``unitjob`` (computing and recording units in
+a worker), ``executor`` (the contract),
 ``serial``/``pool``/``dask`` (executors), ``settings``, ``plan``,
 ``batch`` (the engine), ``stash`` (the public stashes).
 """

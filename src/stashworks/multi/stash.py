@@ -37,11 +37,11 @@ from .progress import EventHook
 from .retrying import with_retries
 from .serial import SerialExecutor
 from .settings import BatchSettings
+from .unitjob import UnitJob
 from .units import (
     Census,
     MemoryUnitLog,
     Provenance,
-    UnitJob,
     UnitLog,
     code_version,
     keep_stale,

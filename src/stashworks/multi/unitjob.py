@@ -1,0 +1,279 @@
+"""The worker side of a batch by units: compute each unit, store its items, record it.
+
+A :class:`UnitJob` is what a batch ships to its workers.  It computes a
+chunk's units, writes their items to the store (in groups when the store
+commits in groups), writes a failure record for each unit that raises,
+and appends the record of each finished unit to the batch's
+:class:`~stashworks.multi.units.UnitLog` once its items are durable.
+"""
+
+from __future__ import annotations
+
+import logging
+import threading
+import time
+from typing import Any, Callable, Mapping, Optional, Sequence
+
+from ..stash import Stash
+from .job import Finish, Job, Ledger, StopCheck
+from .units import UnitLog
+from .wire import Chunk
+
+__all__ = ['JOB_MODES', 'RECORD_SECONDS', 'UnitJob']
+
+logger = logging.getLogger(__name__)
+
+#: Longest the record of a one-item unit waits in a worker's buffer when
+#: the store writes through (seconds).  Its item is the truth about it, so
+#: a record lost with a kill only loses which version computed it (it then
+#: counts as current).  The record of a unit of any other form is its
+#: completion, and is written as soon as the unit's items are durable.
+RECORD_SECONDS = 0.1
+
+#: How a :class:`UnitJob` calls its code: ``'one'`` (``compute(unit)`` is
+#: the unit's one item, stored under the unit's id), ``'expand'``
+#: (``compute(unit)`` returns the unit's ``(key, value)`` pairs) or
+#: ``'process'`` (``compute([unit])`` yields them: a stash's
+#: ``_process``).
+JOB_MODES = ('one', 'expand', 'process')
+
+
+class UnitJob(Job):
+    """Computes units one by one, stores their items, records each finished unit.
+
+    A unit's record (its id, the batch's version, the keys of the items it
+    stored) is written after its items are durable: for a store that
+    writes in groups, after the group's flush; for a store that writes
+    through, at most :data:`RECORD_SECONDS` later, and at the end of each
+    chunk.  A unit that raises (or whose item cannot be stored) gets a
+    failure record and no unit record, whatever items it stored before.
+
+    ``process`` mode calls ``_process`` with one unit at a time, so every
+    item it yields belongs to that unit (a whole chunk at once could not
+    say which unit yielded what).
+
+    Args:
+        delegate: where items are stored.
+        failures: where failure records go.
+        compute: the factory, or the stash's bound ``_process``.
+        mode: one of :data:`JOB_MODES`.
+        version: the batch's version, written in each record.
+        log: the unit log; ``None`` records nothing.
+    """
+
+    def __init__(
+        self,
+        delegate: Stash,
+        failures: Stash,
+        compute: Callable[[Any], Any],
+        mode: str = 'one',
+        version: str = '',
+        log: Optional[UnitLog] = None,
+        retries: int = 0,
+    ) -> None:
+        if mode not in JOB_MODES:
+            raise ValueError(f'mode must be one of {JOB_MODES}, not {mode!r}')
+        super().__init__(delegate, failures)
+        self.compute = compute
+        self.mode = mode
+        #: for a unit that yields items: how many more times a unit that
+        #: raised is computed again (the 'one' mode wraps compute instead)
+        self.retries = retries
+        self.version = version
+        self.units_log = log
+        self._finished: Mapping[str, Sequence[Any]] = {}
+        self._finished_read = 0.0
+        #: set by the parent when stale units are computed again: a stored
+        #: item is then done only if this version computed it
+        self.check_versions = False
+
+    @property
+    def unit_keys(self) -> dict[str, tuple[str, ...]]:
+        """Item keys of units finished in the running chunk, until recorded.
+
+        One ``dict`` per thread: a Dask worker runs chunks of the one job
+        it loaded in several threads at once, and each chunk records its
+        own units.
+        """
+        local = self.__dict__.get('_local')
+        if local is None:
+            local = self.__dict__.setdefault('_local', threading.local())
+        keys: Optional[dict[str, tuple[str, ...]]] = getattr(local, 'keys', None)
+        if keys is None:
+            keys = local.keys = {}
+        return keys
+
+    def __getstate__(self) -> dict[str, Any]:
+        state = self.__dict__.copy()
+        state.pop('_local', None)  # per thread, of this process
+        return state
+
+    def _compute_chunk(self, chunk: Chunk, finish: Finish) -> bool:
+        units: Sequence[Any] = chunk.payload if chunk.payload is not None else chunk.units
+        last = len(chunk.units) - 1
+        one = self.mode == 'one'
+        for i, (uid, unit) in enumerate(zip(chunk.units, units, strict=True)):
+            if one:
+                try:
+                    value = self.compute(unit)
+                except BaseException as exc:
+                    # In a worker process only its own stop passes (a job's
+                    # SystemExit, KeyboardInterrupt... is its unit's failure).
+                    if isinstance(exc, self.passthrough):
+                        raise
+                    self.record_failure(uid, exc, chunk.attempt)
+                    ok = False
+                else:
+                    ok = self._store(uid, value, chunk.attempt)
+            else:
+                ok = self._expand(uid, unit, chunk.attempt)
+            if finish(uid, ok) and i < last:
+                return True
+        return False
+
+    def _expand(self, uid: str, unit: Any, attempt: int) -> bool:
+        tries = 1
+        while True:
+            keys: dict[str, None] = {}
+            try:
+                pairs = self.compute([unit]) if self.mode == 'process' else self.compute(unit)
+                for pair in pairs:
+                    key, value = pair
+                    if not isinstance(key, str):
+                        raise TypeError(
+                            f'unit {uid!r} yielded an item whose key is not a str but {type(key).__name__}: {key!r}'
+                        )
+                    self.delegate.dump(key, value)
+                    keys[key] = None
+            except Exception as exc:
+                if tries <= self.retries:
+                    # retries=N: the whole unit again; what it stored before
+                    # it raised is overwritten by the next computation.
+                    logger.info(
+                        'unit %r raised %s: %s; computing it again (retry %d of %d)',
+                        uid, type(exc).__name__, exc, tries, self.retries,
+                    )
+                    tries += 1
+                    continue
+                if tries > 1:
+                    try:
+                        exc.stashworks_tries = tries  # type: ignore[attr-defined]
+                    except AttributeError:  # an exception with __slots__: its record says 1
+                        pass
+                # The items it stored stay, unrecorded: the unit is not done
+                # and its next computation overwrites them.
+                self.record_failure(uid, exc, attempt)
+                return False
+            except BaseException as exc:
+                if isinstance(exc, self.passthrough):
+                    raise
+                self.record_failure(uid, exc, attempt)
+                return False
+            self.unit_keys[uid] = tuple(keys)  # this thread's: see unit_keys
+            return True
+
+    def unit_done(self, unit: str) -> bool:
+        """Whether ``unit`` finished, from what the stores and the log hold (in the parent).
+
+        The engine asks it about the units of a chunk whose worker died
+        before it reported them.
+        """
+        if self.mode == 'one':
+            if not self.delegate.exists(unit):
+                return False
+            if not self.check_versions:
+                return True
+            # Stale units are being computed again: an item is done only if
+            # no other version's record is the latest about it.
+        log = self.units_log
+        if log is None:
+            return self.mode == 'one'
+        row = self._finished.get(unit)
+        now = time.monotonic()
+        if (row is None or row[1] != self.version) and now - self._finished_read > 0.5:
+            # Read again at most twice a second: a lost chunk asks about
+            # each of its units in a row.
+            self._finished = log.latest_rows()
+            self._finished_read = now
+            row = self._finished.get(unit)
+        if self.mode == 'one':
+            return row is None or row[1] == self.version
+        if row is None or row[1] != self.version:
+            return False
+        # Recorded, and every item it stored is still there (one deleted
+        # by hand sends the unit back, as planning does).
+        exists = self.delegate.exists
+        return all(exists(key) for key in ((unit,) if row[2] is None else row[2]))
+
+    def exists(self, unit: str) -> bool:
+        """:meth:`unit_done` under the name a store's membership test has."""
+        return self.unit_done(unit)
+
+    def _write_through(self, ledger: Ledger, should_stop: Optional[StopCheck]) -> tuple[Finish, Callable[[], None]]:
+        finish, commit = super()._write_through(ledger, should_stop)
+        return self._recording(ledger, finish, commit, grouped=False)
+
+    def _grouped(
+        self, chunk: Chunk, ledger: Ledger, should_stop: Optional[StopCheck]
+    ) -> tuple[Finish, Callable[[], None]]:
+        finish, commit = super()._grouped(chunk, ledger, should_stop)
+        return self._recording(ledger, finish, commit, grouped=True)
+
+    def _recording(
+        self, ledger: Ledger, finish: Finish, commit: Callable[[], None], grouped: bool
+    ) -> tuple[Finish, Callable[[], None]]:
+        log = self.units_log
+        if log is None:
+            return finish, commit
+        version, keys_of = self.version, self.unit_keys
+        done = ledger.done
+        recorded = len(done)
+        wait = RECORD_SECONDS if self.mode == 'one' else 0.0
+        due = time.monotonic() + wait
+        # Records waiting for their write: (unit, item keys or None for
+        # the unit's own key), cheap to append once per unit.
+        entries: list[tuple[str, Optional[tuple[str, ...]]]] = []
+
+        def write() -> None:
+            nonlocal due
+            due = time.monotonic() + wait
+            log.add_entries(version, entries)
+            entries.clear()
+            try:
+                log.flush()
+            except OSError as exc:
+                # Kept buffered for the next flush; lost records only
+                # mean those units are computed again.
+                logger.error('cannot record finished units in %s: %s', log.path, exc)
+
+        def harvest() -> None:
+            # A unit enters ledger.done only once its items are durable
+            # (the job's own rule), so its record may be written from then.
+            nonlocal recorded
+            new = done[recorded:]
+            recorded += len(new)
+            if keys_of:
+                entries.extend((uid, keys_of.pop(uid, None)) for uid in new)
+            else:
+                entries.extend((uid, None) for uid in new)
+
+        def recording_finish(unit: str, ok: bool) -> bool:
+            stop = finish(unit, ok)
+            # One-item units: nothing per unit but a clock read; their
+            # records are gathered from the ledger when the time is due.
+            if (len(done) > recorded if grouped else time.monotonic() >= due) or not wait:
+                harvest()
+                if entries:
+                    write()
+            return stop
+
+        def recording_commit() -> None:
+            try:
+                commit()
+            finally:
+                harvest()
+                if entries or log.pending:
+                    write()
+                keys_of.clear()
+
+        return recording_finish, recording_commit
