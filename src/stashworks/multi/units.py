@@ -219,8 +219,9 @@ _quote: Callable[[str], str] = getattr(json.encoder, 'c_encode_basestring', None
 
 
 #: A buffered record: ``(unit, item keys or None for (unit,), kept_from,
-#: time or None)``.
-_Entry = tuple[str, Optional[Sequence[str]], Optional[str], Optional[float]]
+#: time or None)``, or a list of units that each stored one item under
+#: their own id (the records of a slice of one-item units, kept as one list).
+_Entry = Union[tuple[str, Optional[Sequence[str]], Optional[str], Optional[float]], list[str]]
 
 
 def encode_lines(version: str, entries: Sequence[_Entry], now: float) -> list[str]:
@@ -236,7 +237,13 @@ def encode_lines(version: str, entries: Sequence[_Entry], now: float) -> list[st
     one_key_tail = f',{version_text},null,{now_text}]'
     lines: list[str] = []
     append = lines.append
-    for unit, keys, kept_from, when in entries:
+    for entry in entries:
+        if isinstance(entry, list):
+            # A run of one-item units: their lines joined in C.
+            if entry:
+                append('[' + (one_key_tail + '\n[').join(map(_quote, entry)) + one_key_tail)
+            continue
+        unit, keys, kept_from, when = entry
         if keys is None:
             keys = (unit,)
         if kept_from is None and when is None and len(keys) == 1 and keys[0] == unit:
@@ -726,6 +733,15 @@ class UnitLog:
                 pending = self._pending[version] = []
             pending.extend((unit, keys, None, None) for unit, keys in entries)
 
+    def add_units(self, version: str, units: Sequence[str]) -> None:
+        """Buffer the records of finished units that each stored one item, under the unit's id."""
+        if units:
+            with self._guard():
+                pending = self._pending.get(version)
+                if pending is None:
+                    pending = self._pending[version] = []
+                pending.append(list(units))
+
     def _guard(self) -> 'threading.RLock':
         """The lock of this process's buffer and files."""
         pid = os.getpid()
@@ -745,7 +761,7 @@ class UnitLog:
     def pending(self) -> int:
         """Records buffered and not written yet."""
         with self._guard():  # another thread may be adding a version's buffer
-            return sum(map(len, self._pending.values()))
+            return sum(len(e) if type(e) is list else 1 for entries in self._pending.values() for e in entries)
 
     def flush(self) -> None:
         """Write the buffered records, one ``os.write`` per version.
