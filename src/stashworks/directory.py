@@ -11,6 +11,7 @@ import stat
 import time
 import warnings
 from dataclasses import dataclass, field
+from operator import attrgetter
 from pathlib import Path
 from typing import IO, Any, Iterator, Optional, Union
 
@@ -38,6 +39,12 @@ _PLAIN_FOLD_RE = r'[a-z0-9_\-][a-z0-9_.\-]*'
 _PLAIN_FOLD = re.compile(_PLAIN_FOLD_RE + r'\Z')
 _UNSAFE_FOLD = re.compile(r'[^a-z0-9_.\-]')
 _LONG = re.compile(r'~[0-9a-f]{64}\Z')
+# The characters of a plain key, as bytes (see DirectoryStash._plain_stems).
+_PLAIN_CHARS = b'ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789_.-'
+_PLAIN_FOLD_CHARS = b'abcdefghijklmnopqrstuvwxyz0123456789_.-'
+# Called by filter() and map() over a listing, with no Python step per entry.
+_is_file = os.DirEntry.is_file
+_name_of = attrgetter('name')
 _EMPTY = '%'  # '%' alone is no valid escape, so it can stand for ''
 _LONG_KEY_SUFFIX = '~key'
 # File names are limited to 255 bytes on every common file system; keep
@@ -216,16 +223,14 @@ class DirectoryStash(CloseableStash[V]):
     def _set_fold(self, fold: bool) -> None:
         self._fold = fold
         self._plain = _PLAIN_FOLD if fold else _PLAIN
-        # Matches a whole listing joined by '/' (which no file name holds)
-        # when every name is an item file with a plain key: one regex pass
-        # instead of a filter, a slice and a match per name.
-        item = re.escape(self._prefix) + (_PLAIN_FOLD_RE if fold else _PLAIN_RE) + re.escape(self._suffix)
+        # The characters of plain keys, and '/' (no file name holds one),
+        # which joins a listing's names: a whole listing of item files with
+        # plain keys is checked with a few passes in C (see _plain_stems).
+        self._plain_chars = (_PLAIN_FOLD_CHARS if fold else _PLAIN_CHARS) + b'/'
         # A name that starts with '.' is never an item file unless the
         # pattern starts with one (no encoded key does), so temp files may
         # sit among the items without costing the fast path.
         self._hidden_ok = not self._prefix.startswith('.')
-        entry = f'(?:{item}|\\.[^/]*)' if self._hidden_ok else item
-        self._all_plain = re.compile(f'{entry}(?:/{entry})*\\Z')
 
     def _fold_mode(self, create: bool = False) -> bool:
         """Whether keys are case-folded here, probing the folder on first use.
@@ -326,26 +331,58 @@ class DirectoryStash(CloseableStash[V]):
             # itself (no stat) except for links, so folders and dangling
             # links are left out at almost no cost.
             with os.scandir(self._path) as entries:
-                return [entry.name for entry in entries if entry.is_file()]
+                return list(map(_name_of, filter(_is_file, entries)))
         except FileNotFoundError:
             return []
         except OSError as exc:
             raise StashReadError(f'cannot list the items of {self!r} in {self._path}: {_errno_name(exc)}') from exc
 
-    def _hidden_among_plain(self, names: list[str]) -> Optional[int]:
-        """How many of ``names`` are hidden, if all others are item files with plain keys; else ``None``.
+    def _plain_stems(self, names: list[str]) -> Optional[tuple[str, int, int]]:
+        """The keys of ``names`` joined by ``/``, their number, and how many names are hidden.
 
-        The usual listing (plain keys, perhaps a hidden folder or temp
-        file) is answered with one regex pass.
+        Only when every name that is not hidden is an item file with a
+        plain key (the usual listing); else ``None``.  Hidden names (a
+        temp file, say) are skipped where no item name can be hidden.  A
+        few passes in C over the joined listing (``/`` is in no file name)
+        replace a match and a slice per name.
         """
         if not names:
-            return 0
+            return '', 0, 0
         joined = '/'.join(names)
-        if self._all_plain.match(joined) is None:
+        hidden = 0
+        if self._hidden_ok and (joined[0] == '.' or '/.' in joined):
+            visible = [name for name in names if name[0] != '.']
+            hidden = len(names) - len(visible)
+            if not visible:
+                return '', 0, hidden
+            joined = '/'.join(visible)
+        count = len(names) - hidden
+        prefix, suffix = self._prefix, self._suffix
+        if suffix:
+            # Each '<suffix>/' holds one '/', the end of one name: as many
+            # as there are names means every name ends with the suffix.
+            joined += '/'
+            if joined.count(suffix + '/') != count:
+                return None
+            joined = joined.replace(suffix + '/', '/')[:-1]
+        if prefix:
+            joined = '/' + joined
+            if joined.count('/' + prefix) != count:
+                return None
+            joined = joined.replace('/' + prefix, '/')[1:]
+        # A plain key is not empty, does not start with '.', and holds
+        # only plain characters.
+        if (
+            not joined
+            or joined[0] in './'
+            or joined[-1] == '/'
+            or '//' in joined
+            or '/.' in joined
+            or not joined.isascii()
+            or joined.encode('ascii').translate(None, self._plain_chars)
+        ):
             return None
-        if not self._hidden_ok:
-            return 0
-        return joined.count('/.') + (joined[0] == '.')
+        return joined, count, hidden
 
     def _is_foreign_item(self, name: str) -> bool:
         """Whether ``name`` (not a name this stash writes) looks like an item file all the same."""
@@ -417,14 +454,13 @@ class DirectoryStash(CloseableStash[V]):
         if not self.raw_names:
             if names and self._fold is None:
                 self._fold_mode()
-            hidden = self._hidden_among_plain(names)
-            if hidden is not None:
-                start, stop = len(self._prefix), -len(self._suffix) or None
+            plain = self._plain_stems(names)
+            if plain is not None:
+                joined, count, hidden = plain
                 self._note_clean_listing(hidden)
                 if hidden:
                     self._check_hidden(names)
-                    return [name[start:stop] for name in names if name[0] != '.']
-                return [name[start:stop] for name in names]
+                return joined.split('/') if count else []
         return [key for _, key in self._iter_names(names)]
 
     def __len__(self) -> int:
@@ -433,12 +469,13 @@ class DirectoryStash(CloseableStash[V]):
         if not self.raw_names:
             if names and self._fold is None:
                 self._fold_mode()
-            hidden = self._hidden_among_plain(names)
-            if hidden is not None:
+            plain = self._plain_stems(names)
+            if plain is not None:
+                _, count, hidden = plain
                 self._note_clean_listing(hidden)
                 if hidden:
                     self._check_hidden(names)
-                return len(names) - hidden
+                return count
         return sum(1 for _ in self._iter_names(names))
 
     def _note_clean_listing(self, hidden: int) -> None:
