@@ -8,7 +8,7 @@ import sys
 import pytest
 
 from stashworks.multi import parse_memory, resolve_workers, usable_cpus
-from stashworks.multi.chunking import Chunker
+from stashworks.multi.chunking import SMALL, Chunker
 
 
 @pytest.mark.parametrize(
@@ -112,3 +112,27 @@ def test_auto_chunks_of_slow_items_take_about_half_a_second() -> None:
     chunker = Chunker(0, workers=2)
     chunker.observe(items=1, elapsed=3.0)
     assert chunker.next_size(10_000) == 1
+
+
+def test_a_small_batch_is_cut_into_four_even_chunks_per_worker_from_the_start() -> None:
+    # Like multiprocessing.Pool.map: no probes of two units first.
+    chunker = Chunker(0, workers=2)
+    sizes, remaining = [], 1_000
+    while remaining:
+        size = chunker.next_size(remaining)
+        sizes.append(size)
+        remaining -= size
+    assert sizes == [125] * 8
+
+
+def test_a_small_batch_of_slow_items_gets_chunks_of_about_half_a_second_once_timed() -> None:
+    chunker = Chunker(0, workers=2)
+    assert chunker.next_size(1_000) == 125
+    chunker.observe(items=125, elapsed=2.5)  # 20 ms an item: half a second is 25 items
+    assert chunker.next_size(875) == 25
+
+
+def test_a_batch_just_too_big_to_be_small_starts_with_probes() -> None:
+    chunker = Chunker(0, workers=2)
+    assert chunker.next_size(8 * SMALL + 1) == 2
+    assert Chunker(0, workers=2).next_size(8 * SMALL) == SMALL

@@ -14,16 +14,27 @@ worker at once, so their size (not the batch's) bounds its memory.
 Only ``2 * workers`` small chunks are cut before the first timing: an
 executor with room for many chunks at once gets the share-bound size for
 the rest.
+
+A small batch (its share-bound chunks would hold at most :data:`SMALL`
+units) is cut as :meth:`multiprocessing.pool.Pool.map` cuts it: chunks
+of ``ceil(n / (4 * workers))`` units, no small first chunks.  Each chunk
+costs a round trip and a claim; for a few hundred units per worker, the
+probes and a tail shrinking chunk by chunk cost more than the timing
+gains.  A timing still shrinks the chunks of slow items to about
+:attr:`Chunker.target` seconds.
 """
 
 from __future__ import annotations
 
 import math
 
-__all__ = ['MAX_AUTO', 'Chunker']
+__all__ = ['MAX_AUTO', 'SMALL', 'Chunker']
 
 #: The most units an automatic chunk holds (tiny items: about 1 MB of keys).
 MAX_AUTO = 16_384
+#: The largest chunk of a small batch, cut into four even chunks per
+#: worker from the start (see the module docstring).
+SMALL = 256
 
 
 class Chunker:
@@ -50,6 +61,9 @@ class Chunker:
         self.per_item: float | None = None
         self._probes = 0
         self._tail: int | None = None
+        #: the even size of a small batch's chunks (0: not a small batch;
+        #: ``None``: not decided before the first chunk)
+        self._even: int | None = None
 
     @property
     def automatic(self) -> bool:
@@ -70,6 +84,15 @@ class Chunker:
             return 0
         if not self.automatic:
             return min(self.chunk_size, remaining)
+        if self._even is None:
+            # Decided once, on what is missing when the batch starts.
+            even = -(-remaining // (self.workers * 4))
+            self._even = even if even <= SMALL else 0
+        if self._even:
+            size = self._even
+            if self.per_item is not None and self.per_item > 0:
+                size = min(size, max(1, int(self.target / self.per_item)))
+            return min(size, remaining)
         bound = max(1, min(MAX_AUTO, remaining // (self.workers * 4)))
         if self.per_item is None:
             if self._probes >= 2 * self.workers:
