@@ -258,10 +258,12 @@ class ClaimBook:
                     pass
 
     def _all_runs(self) -> list[RunView]:
+        """Every other run's record (this run's own is not read: it asks about others)."""
         folder = runs_dir(self.state_dir)
+        own = f'{self.run_id}.json'
         out = []
         for entry in os.scandir(folder):
-            if _is_record(entry.name):
+            if _is_record(entry.name) and entry.name != own:
                 view = read_run(folder / entry.name, self.expiry)
                 if view is not None:
                     out.append(view)
