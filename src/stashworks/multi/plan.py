@@ -21,7 +21,7 @@ import os
 import pickle
 import tempfile
 from dataclasses import dataclass
-from itertools import chain, compress, islice, repeat
+from itertools import chain, compress, filterfalse, islice, repeat
 from operator import is_not, itemgetter, lt
 from pathlib import Path
 from typing import IO, Any, Callable, Iterable, Iterator, Optional, Sequence, Union
@@ -58,12 +58,24 @@ class Membership:
             if len(answer) != len(keys):
                 raise BatchError(f'{self.store!r}.exists_many answered {len(answer)} times for {len(keys)} keys')
             return answer
-        if self._listing is None:
-            self._listing = set(self.store.keys())
-        listing = self._listing
+        listing = self._listed()
         if not listing:
             return [False] * len(keys)
-        return [key in listing for key in keys]
+        return list(map(listing.__contains__, keys))
+
+    def absent(self, keys: list[str]) -> list[str]:
+        """The keys of ``keys`` the store does not hold, in order."""
+        if self._hook is not None:
+            held = self(keys)
+            return [key for key, there in zip(keys, held, strict=True) if not there] if any(held) else keys
+        listing = self._listed()
+        # One pass in C: the planner's hot loop for a listed store.
+        return list(filterfalse(listing.__contains__, keys)) if listing else keys
+
+    def _listed(self) -> set[str]:
+        if self._listing is None:
+            self._listing = set(self.store.keys())
+        return self._listing
 
 
 class KeySpool:
@@ -344,7 +356,8 @@ class _Seen:
         self.spool = spool
         self.filter: Optional[SeenFilter] = None
         self.suspects: set[str] = set()
-        #: whether every unit so far came after the one before it
+        #: whether every unit since the exact set was dropped came after
+        #: the one before it (and the first after every unit met before)
         self.ordered = True
         self._last: Optional[str] = None
 
@@ -357,9 +370,8 @@ class _Seen:
 
     def first_times(self, ids: list[str]) -> list[str]:
         """The units of ``ids`` not met before (as far as known), each once."""
-        in_order = self._in_order(ids)
         if self.exact is None:
-            if in_order:
+            if self._in_order(ids):
                 return ids
             if self.filter is None:
                 # The order broke: the missing units so far are the ones a
@@ -369,8 +381,12 @@ class _Seen:
                     self.filter.add(units)
             return ids if len(set(ids)) == len(ids) else list(dict.fromkeys(ids))
         exact = self.exact
-        if exact.isdisjoint(ids) and len(set(ids)) == len(ids):
-            exact.update(ids)
+        block = set(ids)
+        if len(block) == len(ids) and exact.isdisjoint(block):
+            if exact:
+                exact |= block
+            else:
+                self.exact = exact = block
             fresh = ids
         else:
             fresh = []
@@ -379,9 +395,9 @@ class _Seen:
                     exact.add(key)
                     fresh.append(key)
         if len(exact) > self.exact_limit:
-            if not self.ordered:
-                self.filter = SeenFilter()
-                self.filter.add(list(exact))
+            # From now on only the order can tell that no unit repeats:
+            # each later unit must come after every unit met so far.
+            self._last = max(exact)
             self.exact = None
         return fresh
 
@@ -457,23 +473,21 @@ def plan_batch(
         if not batch:
             break
         ids = list(map(itemgetter(0), batch))
-        # One pass in C for the usual case; the slow one names the culprit.
-        if set(map(type, ids)) != {str} and not all(isinstance(key, str) for key in ids):
+        # One pass in C for the usual case (join takes only str); the slow
+        # one names the culprit.
+        try:
+            ''.join(ids)
+        except TypeError:
             n, key = next((n, k) for n, k in enumerate(ids, counted) if not isinstance(k, str))
-            raise BatchError(f'work key #{n} is not a str but {type(key).__name__}: {key!r}')
+            raise BatchError(f'work key #{n} is not a str but {type(key).__name__}: {key!r}') from None
         counted += len(ids)
         fresh = seen.first_times(ids)
-        present = stored(fresh)
-        if any(present):
-            open_ids = [key for key, there in zip(fresh, present, strict=True) if not there]
-        else:
-            open_ids = fresh
+        open_ids = stored.absent(fresh)
         done_before += len(fresh) - len(open_ids)
         if skip_failed and open_ids:
-            recorded = failed(open_ids)
-            if any(recorded):
-                failed_before += sum(map(bool, recorded))
-                open_ids = [key for key, has in zip(open_ids, recorded, strict=True) if not has]
+            unrecorded = failed.absent(open_ids)
+            failed_before += len(open_ids) - len(unrecorded)
+            open_ids = unrecorded
         missing.extend(open_ids)
         seen.missing(open_ids)
         if any(map(is_not, map(itemgetter(1), batch), repeat(None))):
