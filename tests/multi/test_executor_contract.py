@@ -168,6 +168,37 @@ def test_every_chunk_gets_one_report_and_every_unit_is_announced_at_most_once(
     assert DirectoryStash(out).load('k007') == 'value-k007'
 
 
+def test_after_no_more_chunks_every_chunk_sent_reports_and_a_later_chunk_still_runs(
+    make_executor: Callable[[], Executor], tmp_path: Path
+) -> None:
+    # The engine says so once its last chunk is submitted; the units of a
+    # lost chunk may still come after it.
+    out = tmp_path / 'out'
+    executor = make_executor()
+    executor.start(job_for(out, Work()), 2, limit=10)
+    chunks = chunks_of(keys(12), 3)
+    got, pending = Drained(), list(chunks)
+    deadline = time.monotonic() + 90
+    while len(got.reports) < len(chunks):
+        assert time.monotonic() < deadline
+        while pending and executor.free_slots() > 0:
+            executor.submit(pending.pop(0))
+            if not pending:
+                executor.no_more_chunks()
+        for report in executor.reports(timeout=0.5):
+            got.take(report)
+            if isinstance(report, ChunkReport):
+                break
+
+    late = run(executor, [Chunk(99, ('k100', 'k101'))])
+    executor.shutdown()
+
+    assert sorted(got.reports) == [c.id for c in chunks]
+    assert all(not r.lost for rs in got.reports.values() for r in rs)
+    assert late.settled(99) == ({'k100', 'k101'}, set())
+    assert sorted(DirectoryStash(out).keys()) == [*keys(12), 'k100', 'k101']
+
+
 def test_start_reads_the_workers_setting_and_never_exceeds_the_limit(
     make_executor: Callable[[], Executor], tmp_path: Path, kind: str
 ) -> None:

@@ -159,6 +159,15 @@ class _WorkQueue:
         self.next_id = 0
         self.retry: deque[Chunk] = deque()
 
+    @property
+    def exhausted(self) -> bool:
+        """Whether no chunk is left to cut, unless a chunk sent is lost or cut short."""
+        if self.retry:
+            return False
+        if self.shared is not None:
+            return not self.shared.unsent and not self.shared.waiting
+        return self.missing.remaining <= 0
+
     def next_chunk(self) -> Optional[Chunk]:
         if self.retry:
             return self.retry.popleft()
@@ -234,6 +243,8 @@ class Batch:
         self.result = result
         self.started = started
         self.in_flight: dict[int, _InFlight] = {}
+        #: the executor was told that no new chunk will come
+        self._told_last = False
         self.done_units = 0
         self.failed_units = 0
         self.per_item = settings.on_event is not None
@@ -364,6 +375,10 @@ class Batch:
         self.status.update(self.done, self.failed, force=True)
         while True:
             self._dispatch()
+            if not self._told_last and self.queue.exhausted:
+                # Workers may stop as soon as they are done, not at shutdown.
+                self._told_last = True
+                self.executor.no_more_chunks()
             self._hear_others()
             if not self.in_flight:
                 if self.shared is None or not self.shared.waiting:
@@ -496,6 +511,9 @@ class Batch:
             if self._in_main:
                 # No second SIGTERM mid-shutdown: the workers must be reaped.
                 signal.signal(signal.SIGTERM, signal.SIG_IGN)
+            if state == 'finished' and self.shared is not None:
+                # Every chunk reported: the claims go while the workers exit.
+                self._release_claims(state)
             self.executor.shutdown(cancel=state != 'finished')
             if state != 'finished':
                 try:
@@ -506,7 +524,7 @@ class Batch:
                 except Exception as reconcile_exc:
                     logger.error('cannot count the items finished before the stop: %s', reconcile_exc)
         finally:
-            if self.shared is not None:
+            if self.shared is not None and not self.shared.book.closed:
                 self._release_claims(state)
             if self._in_main:
                 signal.signal(signal.SIGTERM, self._previous if self._previous is not None else signal.SIG_DFL)

@@ -80,6 +80,15 @@ class Executor(abc.ABC):
         """
         raise NotImplementedError(f'{type(self).__name__} does not say how many chunks it can take (free_slots)')
 
+    def no_more_chunks(self) -> None:
+        """A hint: no new chunk will be submitted, only the units of a lost one again.
+
+        An executor may then let its workers stop as soon as they are
+        done, instead of at :meth:`shutdown`; a chunk submitted after this
+        must still run.  The default does nothing.
+        """
+        return None  # a hint only: nothing to do unless an executor can use it
+
     @abc.abstractmethod
     def reports(self, timeout: Optional[float] = None) -> Iterator[Report]:
         """Yield reports as they arrive.

@@ -44,6 +44,8 @@ ORPHAN_EXIT = 70
 MAX_START_FAILURES = 3
 #: Seconds a worker holds finished items before it reports them.
 FLUSH_INTERVAL = 0.1
+#: The message that stops a worker once the chunks before it are done.
+_STOP = pickle.dumps(None, pickle.HIGHEST_PROTOCOL)
 _PR_SET_PDEATHSIG = 1
 
 
@@ -106,14 +108,28 @@ def loads(data: bytes) -> Any:
 # -- the worker side ---------------------------------------------------------
 
 
+_libc: Any = None
+
+
+def _find_libc() -> Any:
+    """The C library, looked up once (in the parent, so forked workers start without the lookup)."""
+    global _libc
+    if _libc is None and sys.platform.startswith('linux'):
+        try:
+            _libc = ctypes.CDLL(None, use_errno=True)
+        except OSError:
+            _libc = False
+    return _libc
+
+
 def _set_pdeathsig() -> None:
     """Ask Linux to send SIGTERM to this process when its parent dies."""
-    if not sys.platform.startswith('linux'):
+    libc = _find_libc()
+    if not libc:
         return
     try:
-        libc = ctypes.CDLL(None, use_errno=True)
         libc.prctl(_PR_SET_PDEATHSIG, signal.SIGTERM, 0, 0, 0)
-    except (OSError, AttributeError):
+    except AttributeError:
         # No prctl: the parent checks below still end an orphan.
         pass
 
@@ -330,6 +346,8 @@ class _Worker:
         self.relayed: dict[int, tuple[list[str], list[str]]] = {}
         self.ready = False
         self.retiring = ''
+        #: sent its stop message behind its last chunk (no more chunks)
+        self.stopping = False
         self.error = ''
         self.closed = False
         #: a pidfd readable once the process exits (None: use its sentinel),
@@ -430,6 +448,8 @@ class LocalPoolExecutor(Executor):
         self._start_failures = 0
         self._started = 0
         self._down = True
+        #: the engine said no new chunk will come (see :meth:`no_more_chunks`)
+        self._last_chunks = False
 
     @property
     def description(self) -> str:
@@ -466,6 +486,8 @@ class LocalPoolExecutor(Executor):
         self._job_bytes = dump_job(job, 'worker processes')
         self._size = resolve_workers(workers, jobs=limit, memory_per_worker=self.memory_limit)
         self._down = False
+        self._last_chunks = False
+        _find_libc()  # here, not in every worker
         for _ in range(self._size):
             self._spawn()
         return self._size
@@ -518,14 +540,42 @@ class LocalPoolExecutor(Executor):
         """``prefetch`` chunks per worker (one running, the rest queued at it), less those outstanding."""
         return max(0, self._size * self.prefetch - self._outstanding)
 
+    def no_more_chunks(self) -> None:
+        """Let each worker stop once the chunks it holds are done.
+
+        Once every chunk sent is at a worker, each worker gets its stop
+        message behind its last chunk, so it ends as soon as it is done
+        instead of waiting for :meth:`shutdown`: the first to finish stops
+        while the others still compute.  A chunk submitted later (the
+        units of a lost one) gets a fresh worker.
+        """
+        self._last_chunks = True
+
     def _dispatch(self) -> None:
+        self._send_chunks()
+        if self._last_chunks and not self._queue:
+            self._send_stops()
+
+    def _send_stops(self) -> None:
+        """Tell every worker to stop after the chunks it holds (see :meth:`no_more_chunks`)."""
+        stop = _STOP
+        for w in self._workers:
+            if w.stopping or w.retiring or w.closed:
+                continue
+            w.stopping = True
+            try:
+                w.task_w.send_bytes(stop)
+            except (OSError, ValueError):
+                pass  # dying: its sentinel will tell
+
+    def _send_chunks(self) -> None:
         # Level by level: every worker gets a chunk to run before any gets
         # one to queue, so few chunks never pile up on one worker.
         for depth in range(self.prefetch):
             for w in self._workers:
                 if not self._queue:
                     return
-                if w.retiring or w.closed or len(w.chunks) > depth:
+                if w.retiring or w.stopping or w.closed or len(w.chunks) > depth:
                     continue
                 chunk = self._queue.popleft()
                 try:
@@ -545,8 +595,10 @@ class LocalPoolExecutor(Executor):
                 w.relayed[chunk.id] = ([], [])
 
     def _replace_workers(self) -> None:
-        live = [w for w in self._workers if not w.retiring and not w.closed]
-        needed = min(self._size, self._outstanding) - len(live)
+        live = [w for w in self._workers if not w.retiring and not w.stopping and not w.closed]
+        # A worker told to stop runs the chunks it holds; only the others need a worker.
+        held = sum(len(w.chunks) for w in self._workers if w.stopping and not w.closed)
+        needed = min(self._size, self._outstanding - held) - len(live)
         for _ in range(max(0, needed)):
             self._spawn()
 
@@ -663,7 +715,7 @@ class LocalPoolExecutor(Executor):
                 requeue.append(chunk)
         # Chunks it never started go first to the next free worker.
         self._queue.extendleft(reversed(requeue))
-        if not w.retiring and not w.timed_out:
+        if not w.retiring and not w.timed_out and (w.chunks or not w.stopping):
             logger.warning('worker %s died (%s) holding %s', worker_name(w.pid), reason, plural(len(w.chunks), 'chunk'))
 
     def reports(self, timeout: Optional[float] = None) -> Iterator[Report]:
@@ -735,8 +787,10 @@ class LocalPoolExecutor(Executor):
         self._down = True
         self._queue.clear()
         workers, self._workers = self._workers, []
-        stop = dumps(None)
+        stop = _STOP
         for w in workers:
+            if w.stopping:
+                continue  # told already
             try:
                 w.task_w.send_bytes(stop)
             except (OSError, ValueError):
