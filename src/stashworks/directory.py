@@ -45,6 +45,9 @@ _PLAIN_FOLD_CHARS = b'abcdefghijklmnopqrstuvwxyz0123456789_.-'
 # Called by filter() and map() over a listing, with no Python step per entry.
 _is_file = os.DirEntry.is_file
 _name_of = attrgetter('name')
+# Listing a folder through a descriptor (see DirectoryStash._listdir).
+_SCANDIR_FD = os.scandir in os.supports_fd and hasattr(os, 'O_DIRECTORY')
+_DIR_FLAGS = os.O_RDONLY | getattr(os, 'O_DIRECTORY', 0) | getattr(os, 'O_CLOEXEC', 0)
 _EMPTY = '%'  # '%' alone is no valid escape, so it can stand for ''
 _LONG_KEY_SUFFIX = '~key'
 # File names are limited to 255 bytes on every common file system; keep
@@ -327,11 +330,20 @@ class DirectoryStash(CloseableStash[V]):
             StashReadError: the folder cannot be listed.
         """
         try:
-            # One scandir: is_file() answers from the directory entry
-            # itself (no stat) except for links, so folders and dangling
-            # links are left out at almost no cost.
-            with os.scandir(self._path) as entries:
-                return list(map(_name_of, filter(_is_file, entries)))
+            if not _SCANDIR_FD:
+                with os.scandir(self._path) as entries:
+                    return list(map(_name_of, filter(_is_file, entries)))
+            # Scanned through a descriptor: an entry then costs its name
+            # alone (from a path, each also gets its full path, built and
+            # decoded).  One scandir: is_file() answers from the directory
+            # entry itself (no stat) except for links, so folders and
+            # dangling links are left out at almost no cost.
+            fd = os.open(self._path, _DIR_FLAGS)
+            try:
+                with os.scandir(fd) as entries:
+                    return list(map(_name_of, filter(_is_file, entries)))
+            finally:
+                os.close(fd)
         except FileNotFoundError:
             return []
         except OSError as exc:
