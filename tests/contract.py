@@ -157,6 +157,20 @@ class StashContract(ReadContract):
         stash['k'] = 'v'
         assert stash['k'] == 'v'
 
+    def test_dump_many_stores_each_item_the_last_of_a_key_winning(self, stash: Stash) -> None:
+        stash.dump_many([('a', 1), ('b', None), ('a', 3), ('c', {'v': [2]})])
+        stash.flush()
+        stored = list(stash.keys())
+        assert {k: stash.load(k) for k in stored} == {'a': 3, 'b': None, 'c': {'v': [2]}}
+
+    def test_dump_many_in_a_group_is_visible_after_flush(self, stash: Stash) -> None:
+        stash.begin_group()
+        stash.dump_many([(f'k{i}', i) for i in range(50)])
+        stash.dump_many([])
+        stash.flush()
+        assert sorted(stash.keys()) == sorted(f'k{i}' for i in range(50))
+        assert stash.load('k49') == 49
+
     def test_dump_replaces_the_previous_value(self, stash: Stash) -> None:
         stash.dump('k', 1)
         stash.dump('k', 2)

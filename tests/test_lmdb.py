@@ -181,6 +181,30 @@ def test_lone_surrogates_round_trip(tmp_path: Path) -> None:
         assert (stash.keys(), stash['\ud800x']) == (['\ud800x'], 1)
 
 
+@pytest.mark.parametrize('grouped', [True, False], ids=['group', 'no-group'])
+def test_dump_many_takes_any_key_as_dump_does(tmp_path: Path, grouped: bool) -> None:
+    items = [('plain', 1), ('x' * 1000, 2), ('\ud800x', 3), ('', 4), ('é', None), ('plain', 5)]
+    with LmdbStash(tmp_path / 'db') as writer, LmdbStash(tmp_path / 'db') as reader:
+        if grouped:
+            writer.begin_group()
+        writer.dump_many(items)
+        writer.flush()
+        assert dict(reader.items()) == {'plain': 5, 'x' * 1000: 2, '\ud800x': 3, '': 4, 'é': None}
+
+
+def test_dump_many_names_the_key_whose_value_cannot_be_pickled(tmp_path: Path) -> None:
+    import threading
+
+    with LmdbStash(tmp_path / 'db') as stash:
+        stash.begin_group()
+        with pytest.raises(SerializationError, match="'bad'"):
+            stash.dump_many([('good', 1), ('bad', threading.Lock()), ('after', 2)])
+        with pytest.raises(TypeError):
+            stash.dump_many([('good', 1), (7, 2)])  # type: ignore[list-item]
+        stash.flush()
+        assert 'bad' not in stash and 7 not in stash
+
+
 # -- groups -----------------------------------------------------------------------------------------------
 
 

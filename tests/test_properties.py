@@ -61,6 +61,11 @@ class StashAgainstDict(RuleBasedStateMachine):
         self.model[key] = value
         return key
 
+    @rule(pairs=st.lists(st.tuples(keys, values), max_size=6))
+    def dump_many(self, pairs: list[tuple[str, Any]]) -> None:
+        self.stash.dump_many(pairs)
+        self.model.update(pairs)
+
     @rule(key=known, value=values)
     def overwrite(self, key: str, value: Any) -> None:
         self.stash[key] = value

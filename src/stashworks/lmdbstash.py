@@ -22,6 +22,7 @@ import hashlib
 import io
 import itertools
 import logging
+import operator
 import os
 import pickle
 import struct
@@ -63,6 +64,8 @@ _HASHED = b'\xff'
 _KEY_LEN = struct.Struct('<I')
 _DELETED: Any = object()  # a delete waiting in a group's buffer
 _pickle_dumps = pickle.dumps
+_first = operator.itemgetter(0)
+_second = operator.itemgetter(1)
 
 # Keys per read transaction when streaming (items(), missing_keys()): a
 # transaction is never held while the caller runs, so the map may grow and
@@ -503,6 +506,36 @@ class LmdbStash(CloseableStash):
             return
         self._write(lambda txn: txn.put(dbk, data), f'item {key!r}')
 
+    def dump_many(self, items: Sequence[tuple[str, Any]]) -> None:
+        """Store each ``(key, value)``; in a group, the usual items go to its buffer in one step.
+
+        A batch worker's slice of tiny units: keys LMDB holds as they are,
+        values pickled, in C loops rather than one :meth:`dump` each.  Any
+        other item (a long key, a serializer that is not pickle, no group
+        open) takes :meth:`dump`'s path.
+        """
+        handle = self._handle
+        proto = self._protocol
+        if not items or not self._group or proto is None or handle is None or handle.env is None:
+            return super().dump_many(items)
+        try:
+            dbks = list(map(str.encode, map(_first, items)))
+        except (TypeError, UnicodeEncodeError):  # not a str, or a lone surrogate
+            return super().dump_many(items)
+        sizes = list(map(len, dbks))
+        if min(sizes) == 0 or max(sizes) > _MAX_KEY:
+            return super().dump_many(items)
+        try:
+            datas = list(map(_pickle_dumps, map(_second, items), itertools.repeat(proto)))
+        except Exception:
+            # One of them cannot be pickled: dump() names its key.
+            return super().dump_many(items)
+        buf = self._buffer
+        buf.update(zip(dbks, datas, strict=True))
+        self._buffer_bytes += sum(sizes) + sum(map(len, datas))
+        if len(buf) >= self.group_items or self._buffer_bytes >= self.group_bytes:
+            self._commit()
+
     def delete(self, key: str) -> None:
         self._env()
         dbk, kb = self._db_key(key)
@@ -613,7 +646,8 @@ class LmdbStash(CloseableStash):
         buf = self._buffer  # _env() drops a buffer inherited across fork
         if not buf:
             return
-        deletes = [k for k, v in buf.items() if v is _DELETED]
+        # (``in`` compares in C: the buffer rarely holds a delete.)
+        deletes = [k for k, v in buf.items() if v is _DELETED] if _DELETED in buf.values() else []
         # Sorted: LMDB fills its pages in order (and timsort finds a
         # batch's keys, usually already in order, in one pass).
         puts = sorted(buf.items()) if not deletes else sorted((k, v) for k, v in buf.items() if v is not _DELETED)

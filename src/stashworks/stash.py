@@ -13,7 +13,7 @@ import sys
 from abc import ABC, abstractmethod
 from dataclasses import dataclass, field
 from itertools import islice
-from typing import TYPE_CHECKING, Any, Generic, Iterable, Iterator, Optional, TypeVar, Union, overload
+from typing import TYPE_CHECKING, Any, Generic, Iterable, Iterator, Optional, Sequence, TypeVar, Union, overload
 
 from .errors import StashClosedError, StashKeyError, StashReadOnlyError
 
@@ -195,6 +195,21 @@ class Stash(ABC, Generic[V]):
         before it reports items done.  Stores that write through (every
         stash here but :class:`~stashworks.LmdbStash`) ignore it.
         """
+
+    def dump_many(self, items: Sequence[tuple[str, Any]]) -> None:
+        """Store each ``(key, value)`` of ``items``, in order, as :meth:`dump` would.
+
+        A batch worker hands a store the items of many small units at once
+        through this; a store that buffers (:class:`~stashworks.LmdbStash`)
+        takes them in one step.  By default, :meth:`dump` for each item.
+
+        Raises:
+            Exception: what :meth:`dump` raises for the first item that
+                cannot be stored; the items before it may have been stored.
+        """
+        dump = self.dump
+        for key, value in items:
+            dump(key, value)
 
     def flush(self) -> None:
         """Make every dump so far durable and visible to other processes.

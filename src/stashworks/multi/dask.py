@@ -217,6 +217,8 @@ def _cancel_check(worker: Any, key: Any) -> Callable[[], bool]:
             return False
         return ts is None or ts.state in ('cancelled', 'released', 'forgotten')
 
+    # A cancelled chunk may finish the slice of tiny units it is in.
+    cancelled.per_slice = True  # type: ignore[attr-defined]
     return cancelled
 
 

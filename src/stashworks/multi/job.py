@@ -15,7 +15,7 @@ import os
 import pickle
 import time
 from pathlib import Path
-from typing import Any, Callable, Iterable, Optional
+from typing import Any, Callable, Iterable, NamedTuple, Optional
 
 import dill
 
@@ -29,6 +29,9 @@ from .wire import Chunk, ChunkReport, ExecutorError
 __all__ = [
     'FactoryJob',
     'Job',
+    'Finish',
+    'FinishMany',
+    'Finishers',
     'Ledger',
     'MissingResultError',
     'ProcessJob',
@@ -45,6 +48,9 @@ logger = logging.getLogger(__name__)
 StopCheck = Callable[[], bool]
 #: ``finish(unit, ok)``: called as each unit ends; ``True`` means stop.
 Finish = Callable[[str, bool], bool]
+#: ``finish_many(done, failed)``: called as a slice of units ends, the
+#: units that are done and those that failed; ``True`` means stop.
+FinishMany = Callable[[list[str], list[str]], bool]
 
 #: What a job lets through instead of recording it as the unit's failure,
 #: when it runs in the caller's process: Ctrl-C and ``sys.exit()`` stop
@@ -68,6 +74,14 @@ class WorkerStop(SystemExit):
 #: buffer (an LmdbStash commits early every ``group_items`` items).
 GROUP_SECONDS = 0.1
 GROUP_UNITS = 100_000
+
+
+class Finishers(NamedTuple):
+    """How a job settles its units: one at a time, a slice at a time, and the last commit."""
+
+    one: Finish
+    many: FinishMany
+    commit: Callable[[], None]
 
 
 class Ledger:
@@ -187,12 +201,19 @@ class Job:
         stores = (self.delegate, self.failures)
         for store in stores:
             store.begin_group()
-        if buffers_writes(self.delegate) or buffers_writes(self.failures):
-            finish, commit = self._grouped(chunk, ledger, should_stop)
+        grouped = buffers_writes(self.delegate) or buffers_writes(self.failures)
+        if grouped:
+            finish, finish_many, commit = self._grouped(chunk, ledger, should_stop)
         else:
-            finish, commit = self._write_through(ledger, should_stop)
+            finish, finish_many, commit = self._write_through(ledger, should_stop)
+        # Slices of units only where they lose nothing: a buffering store
+        # loses its uncommitted group with a kill anyway (a write-through
+        # store keeps each unit's item from the moment it is written), and
+        # a stop check that may be asked after a slice rather than after
+        # each unit (a limit of items per worker may not).
+        sliced = grouped and (should_stop is None or getattr(should_stop, 'per_slice', False))
         try:
-            stopped = self._compute_chunk(chunk, finish)
+            stopped = self._compute_chunk(chunk, finish, finish_many if sliced else None)
         finally:
             commit()
         return ChunkReport(
@@ -203,12 +224,17 @@ class Job:
             extra={'elapsed': time.perf_counter() - start, 'stopped': stopped, 'pid': os.getpid()},
         )
 
-    def _write_through(self, ledger: Ledger, should_stop: Optional[StopCheck]) -> tuple[Finish, Callable[[], None]]:
+    def _write_through(self, ledger: Ledger, should_stop: Optional[StopCheck]) -> Finishers:
         done, failed = ledger.done, ledger.failed
         if should_stop is None:
 
             def finish(unit: str, ok: bool) -> bool:
                 (done if ok else failed).append(unit)
+                return False
+
+            def finish_many(units: list[str], bad: list[str]) -> bool:
+                done.extend(units)
+                failed.extend(bad)
                 return False
 
         else:
@@ -217,11 +243,14 @@ class Job:
                 (done if ok else failed).append(unit)
                 return should_stop()
 
-        return finish, self._flush_quietly
+            def finish_many(units: list[str], bad: list[str]) -> bool:
+                done.extend(units)
+                failed.extend(bad)
+                return should_stop()
 
-    def _grouped(
-        self, chunk: Chunk, ledger: Ledger, should_stop: Optional[StopCheck]
-    ) -> tuple[Finish, Callable[[], None]]:
+        return Finishers(finish, finish_many, self._flush_quietly)
+
+    def _grouped(self, chunk: Chunk, ledger: Ledger, should_stop: Optional[StopCheck]) -> Finishers:
         # The open group's units, done and failed: two appends' worth of
         # bookkeeping per unit, the rest once per group.
         done: list[str] = []
@@ -252,6 +281,13 @@ class Job:
             self.delegate.begin_group()
             self.failures.begin_group()
 
+        def finish_many(units: list[str], bad: list[str]) -> bool:
+            done.extend(units)
+            failed.extend(bad)
+            if len(done) >= GROUP_UNITS or clock() >= due:
+                commit()
+            return should_stop() if should_stop is not None else False
+
         if should_stop is None:
 
             def finish(unit: str, ok: bool) -> bool:
@@ -269,7 +305,7 @@ class Job:
                     commit()
                 return should_stop()
 
-        return finish, commit
+        return Finishers(finish, finish_many, commit)
 
     def _flush_quietly(self) -> None:
         for store in (self.delegate, self.failures):
@@ -278,10 +314,15 @@ class Job:
             except Exception as exc:
                 logger.error('cannot flush %r: %s', store, exc)
 
-    def _compute_chunk(self, chunk: Chunk, finish: Finish) -> bool:
+    def _compute_chunk(self, chunk: Chunk, finish: Finish, finish_many: Optional[FinishMany]) -> bool:
         """Compute every unit of ``chunk``, calling ``finish(unit, ok)`` after each.
 
-        Returns ``True`` if it stopped early because ``finish`` said so.
+        Or, when ``finish_many`` is given, ``finish_many(done, failed)``
+        after each slice of units: a job that computes many tiny units at a
+        time may settle them together.
+
+        Returns ``True`` if it stopped early because ``finish`` (or
+        ``finish_many``) said so.
         """
         raise NotImplementedError
 
@@ -308,7 +349,7 @@ class FactoryJob(Job):
         super().__init__(delegate, failures)
         self.compute = compute
 
-    def _compute_chunk(self, chunk: Chunk, finish: Finish) -> bool:
+    def _compute_chunk(self, chunk: Chunk, finish: Finish, finish_many: Optional[FinishMany]) -> bool:
         units = chunk.units
         last = len(units) - 1
         for i, key in enumerate(units):
@@ -348,7 +389,7 @@ class ProcessJob(Job):
         super().__init__(delegate, failures)
         self.process = process
 
-    def _compute_chunk(self, chunk: Chunk, finish: Finish) -> bool:
+    def _compute_chunk(self, chunk: Chunk, finish: Finish, finish_many: Optional[FinishMany]) -> bool:
         units: Iterable[Any] = chunk.payload if chunk.payload is not None else chunk.units
         pending: dict[str, Any] = dict(zip(chunk.units, units, strict=True))
         try:

@@ -12,14 +12,15 @@ from __future__ import annotations
 import logging
 import threading
 import time
+from operator import itemgetter
 from typing import Any, Callable, Mapping, Optional, Sequence
 
 from ..stash import Stash
-from .job import Finish, Job, Ledger, StopCheck
+from .job import Finish, Finishers, FinishMany, Job, Ledger, StopCheck
 from .units import UnitLog
 from .wire import Chunk
 
-__all__ = ['JOB_MODES', 'RECORD_SECONDS', 'UnitJob']
+__all__ = ['JOB_MODES', 'MAX_SLICE', 'RECORD_SECONDS', 'SLICE_SECONDS', 'UnitJob']
 
 logger = logging.getLogger(__name__)
 
@@ -36,6 +37,13 @@ RECORD_SECONDS = 0.1
 #: ``'process'`` (``compute([unit])`` yields them: a stash's
 #: ``_process``).
 JOB_MODES = ('one', 'expand', 'process')
+
+#: One-item units are computed in slices that end their bookkeeping
+#: together (see :meth:`UnitJob._compute_slices`): a slice grows while it
+#: takes less than half of this many seconds, and shrinks when it takes more.
+SLICE_SECONDS = 0.01
+#: The most units in one slice.
+MAX_SLICE = 4096
 
 
 class UnitJob(Job):
@@ -108,10 +116,14 @@ class UnitJob(Job):
         state.pop('_local', None)  # per thread, of this process
         return state
 
-    def _compute_chunk(self, chunk: Chunk, finish: Finish) -> bool:
+    def _compute_chunk(self, chunk: Chunk, finish: Finish, finish_many: Optional[FinishMany]) -> bool:
         units: Sequence[Any] = chunk.payload if chunk.payload is not None else chunk.units
-        last = len(chunk.units) - 1
+        if len(units) != len(chunk.units):
+            raise ValueError(f'chunk {chunk.id} has {len(chunk.units)} unit ids for {len(units)} units')
         one = self.mode == 'one'
+        if one and finish_many is not None:
+            return self._compute_slices(chunk, units, finish_many)
+        last = len(chunk.units) - 1
         for i, (uid, unit) in enumerate(zip(chunk.units, units, strict=True)):
             if one:
                 try:
@@ -130,6 +142,68 @@ class UnitJob(Job):
             if finish(uid, ok) and i < last:
                 return True
         return False
+
+    def _compute_slices(self, chunk: Chunk, units: Sequence[Any], finish_many: FinishMany) -> bool:
+        """Compute one-item units a slice at a time, store each slice's items in one step.
+
+        A slice starts at one unit and doubles while it takes less than
+        :data:`SLICE_SECONDS` (up to :data:`MAX_SLICE` units), so a slow
+        unit is settled (and asked to stop after) on its own, as ever,
+        while a million tiny ones pay the per-unit bookkeeping a slice at a
+        time.  A unit whose code raises, or whose item cannot be stored,
+        fails alone.
+        """
+        ids = chunk.units
+        attempt = chunk.attempt
+        compute = self.compute
+        passthrough = self.passthrough
+        clock = time.perf_counter
+        n = len(ids)
+        start = 0
+        step = 1
+        while start < n:
+            end = min(n, start + step)
+            began = clock()
+            pairs: list[tuple[str, Any]] = []
+            failed: list[str] = []
+            for uid, unit in zip(ids[start:end], units[start:end], strict=True):
+                try:
+                    pairs.append((uid, compute(unit)))
+                except BaseException as exc:
+                    # In a worker process only its own stop passes (a job's
+                    # SystemExit, KeyboardInterrupt... is its unit's failure).
+                    if isinstance(exc, passthrough):
+                        raise
+                    self.record_failure(uid, exc, attempt)
+                    failed.append(uid)
+            done = self._store_slice(pairs, attempt, failed)
+            took = clock() - began
+            if took < SLICE_SECONDS / 2 and step < MAX_SLICE:
+                step *= 2
+            elif took > SLICE_SECONDS and step > 1:
+                step //= 2
+            start = end
+            if finish_many(done, failed) and start < n:
+                return True
+        return False
+
+    def _store_slice(self, pairs: list[tuple[str, Any]], attempt: int, failed: list[str]) -> list[str]:
+        """Store a slice's items; the keys stored (one that cannot be goes to ``failed``)."""
+        if not pairs:
+            return []
+        try:
+            self.delegate.dump_many(pairs)
+        except Exception:
+            # One item at a time, to find the one (or ones) that cannot be
+            # stored; writing the others again is harmless.
+            done = []
+            for key, value in pairs:
+                if self._store(key, value, attempt):
+                    done.append(key)
+                else:
+                    failed.append(key)
+            return done
+        return list(map(itemgetter(0), pairs))
 
     def _expand(self, uid: str, unit: Any, attempt: int) -> bool:
         tries = 1
@@ -209,22 +283,17 @@ class UnitJob(Job):
         """:meth:`unit_done` under the name a store's membership test has."""
         return self.unit_done(unit)
 
-    def _write_through(self, ledger: Ledger, should_stop: Optional[StopCheck]) -> tuple[Finish, Callable[[], None]]:
-        finish, commit = super()._write_through(ledger, should_stop)
-        return self._recording(ledger, finish, commit, grouped=False)
+    def _write_through(self, ledger: Ledger, should_stop: Optional[StopCheck]) -> Finishers:
+        return self._recording(ledger, super()._write_through(ledger, should_stop), grouped=False)
 
-    def _grouped(
-        self, chunk: Chunk, ledger: Ledger, should_stop: Optional[StopCheck]
-    ) -> tuple[Finish, Callable[[], None]]:
-        finish, commit = super()._grouped(chunk, ledger, should_stop)
-        return self._recording(ledger, finish, commit, grouped=True)
+    def _grouped(self, chunk: Chunk, ledger: Ledger, should_stop: Optional[StopCheck]) -> Finishers:
+        return self._recording(ledger, super()._grouped(chunk, ledger, should_stop), grouped=True)
 
-    def _recording(
-        self, ledger: Ledger, finish: Finish, commit: Callable[[], None], grouped: bool
-    ) -> tuple[Finish, Callable[[], None]]:
+    def _recording(self, ledger: Ledger, finishers: Finishers, grouped: bool) -> Finishers:
         log = self.units_log
         if log is None:
-            return finish, commit
+            return finishers
+        finish, finish_many, commit = finishers
         version, keys_of = self.version, self.unit_keys
         done = ledger.done
         recorded = len(done)
@@ -233,12 +302,18 @@ class UnitJob(Job):
         # Records waiting for their write: (unit, item keys or None for
         # the unit's own key), cheap to append once per unit.
         entries: list[tuple[str, Optional[tuple[str, ...]]]] = []
+        # Units that stored one item under their own id, recorded as a run.
+        plain: list[str] = []
 
         def write() -> None:
             nonlocal due
             due = time.monotonic() + wait
-            log.add_entries(version, entries)
-            entries.clear()
+            if plain:
+                log.add_units(version, plain)
+                plain.clear()
+            if entries:
+                log.add_entries(version, entries)
+                entries.clear()
             try:
                 log.flush()
             except OSError as exc:
@@ -255,7 +330,7 @@ class UnitJob(Job):
             if keys_of:
                 entries.extend((uid, keys_of.pop(uid, None)) for uid in new)
             else:
-                entries.extend((uid, None) for uid in new)
+                plain.extend(new)
 
         def recording_finish(unit: str, ok: bool) -> bool:
             stop = finish(unit, ok)
@@ -263,7 +338,15 @@ class UnitJob(Job):
             # records are gathered from the ledger when the time is due.
             if (len(done) > recorded if grouped else time.monotonic() >= due) or not wait:
                 harvest()
-                if entries:
+                if entries or plain:
+                    write()
+            return stop
+
+        def recording_finish_many(units: list[str], bad: list[str]) -> bool:
+            stop = finish_many(units, bad)
+            if (len(done) > recorded if grouped else time.monotonic() >= due) or not wait:
+                harvest()
+                if entries or plain:
                     write()
             return stop
 
@@ -272,8 +355,8 @@ class UnitJob(Job):
                 commit()
             finally:
                 harvest()
-                if entries or log.pending:
+                if entries or plain or log.pending:
                     write()
                 keys_of.clear()
 
-        return recording_finish, recording_commit
+        return Finishers(recording_finish, recording_finish_many, recording_commit)
