@@ -21,8 +21,9 @@ from unittest import mock
 import pytest
 from batch_jobs import mark_unit, unit_computations
 
-from stashworks import DirectoryStash, MultiProcessFactoryStash
+from stashworks import DictionaryStash, DirectoryStash, MultiProcessFactoryStash
 from stashworks.multi import units as units_module
+from stashworks.multi.plan import Membership
 from stashworks.multi.units import (
     INDEX_FILE,
     LatestRows,
@@ -303,15 +304,54 @@ def test_planning_from_the_index_agrees_with_planning_record_by_record(tmp_path:
 
     plain: dict[str, Sequence[Any]] = {}
     latest_rows(UnitLog(tmp_path).rows(), plain)
+    # The engine asks real stores, through Membership: the planner then
+    # takes the store's listing as a set.
+    items = DictionaryStash()
+    failures = DictionaryStash()
+    for key in stored:
+        items.dump(key, 1)
+    for uid in failed:
+        failures.dump(uid, 1)
+    asked: list[tuple[Callable[[Sequence[str]], Sequence[bool]], ...]] = [
+        (members(stored), members(failed)),
+        (Membership(items), Membership(failures)),
+    ]
     for block in (7, 64, 100_000):
         reference = plan_units(work, members(stored), members(failed), 'v', plain, one_key=False, block=block)
-        rows = UnitLog(tmp_path).latest_rows()
-        assert isinstance(rows, LatestRows)
-        got = plan_units(work, members(stored), members(failed), 'v', rows, one_key=False, block=block)
-        assert got.missing == reference.missing, block
-        assert got.payload == reference.payload
-        assert got.census == reference.census
-        assert got.stale == reference.stale == {}
+        for stored_in, failed_in in asked:
+            rows = UnitLog(tmp_path).latest_rows()
+            assert isinstance(rows, LatestRows)
+            got = plan_units(work, stored_in, failed_in, 'v', rows, one_key=False, block=block)
+            assert got.missing == reference.missing, block
+            assert got.payload == reference.payload
+            assert got.census == reference.census
+            assert got.stale == reference.stale == {}
+
+
+@pytest.mark.parametrize('deleted', [False, True])
+def test_a_plan_from_the_index_lists_the_store_once(tmp_path: Path, deleted: bool) -> None:
+    class Counted(DictionaryStash):
+        listings = 0
+
+        def keys(self) -> list[str]:
+            Counted.listings += 1
+            return list(super().keys())
+
+    log = UnitLog(tmp_path)
+    items = Counted()
+    for i in range(100):
+        log.add(f'u{i}', 'v', [f'u{i}/0', f'u{i}/1'])
+        items.dump(f'u{i}/0', 1)
+        items.dump(f'u{i}/1', 1)
+    log.close()
+    log.compact()
+    if deleted:
+        items.delete('u7/1')  # every block then asks about its own units' items
+    work = [(f'u{i}', None) for i in range(120)]
+    plan = plan_units(work, Membership(items), Membership(DictionaryStash()), 'v', log.latest_rows(), False, block=16)
+    assert plan.missing == ([f'u{i}' for i in [7, *range(100, 120)]] if deleted else [f'u{i}' for i in range(100, 120)])
+    assert plan.census.done_items == 200 - 2 * deleted
+    assert Counted.listings == 1
 
 
 # -- a whole batch ------------------------------------------------------------------------
@@ -372,7 +412,7 @@ PARENT = textwrap.dedent(
     from pathlib import Path
     sys.path.insert(0, {here!r})
     from test_units_index import Pages
-    from stashworks import DirectoryStash, MultiProcessFactoryStash
+    from stashworks import DictionaryStash, DirectoryStash, MultiProcessFactoryStash
 
     out, markers, n = sys.argv[1], Path(sys.argv[2]), int(sys.argv[3])
     stash = MultiProcessFactoryStash(

@@ -77,8 +77,9 @@ import time
 import uuid
 import zlib
 from dataclasses import dataclass, field
+from functools import partial
 from itertools import compress, filterfalse, islice, repeat
-from operator import is_, itemgetter
+from operator import is_, is_not, itemgetter
 from pathlib import Path, PurePath
 from typing import IO, Any, Callable, Container, Iterable, Iterator, Mapping, NamedTuple, Optional, Sequence, Union
 
@@ -1365,35 +1366,46 @@ def _plan_current(
     # Units that yield their items, and every latest record is of this
     # version (no stale unit): a unit is done if it is recorded and every
     # item it recorded is stored.  No Python loop runs per unit in the
-    # usual case: the recorded items are asked about at once, and each
-    # block of units is sorted by C-level filters over the records' dict.
+    # usual case: the recorded items are checked against the store's keys
+    # as one column, and each block of units is sorted by C-level filters
+    # over the set of recorded units.
     census = Census(version)
     missing: list[str] = []
     payload: Optional[dict[str, Any]] = None
-    seen: set[str] = set()
     one_each = rows.one_key_each(version)
     current: Container[str] = ()
     kept_from = rows.kept()
+    listing = _store_keys(stored)
+    if listing is not None:
+        # The store answers from one listing: that set, asked directly
+        # (a column at once, and no second listing for a block).
+        stored = partial(_held_by, listing.__contains__)
     # Whether every item of every current record is stored, asked once
     # (None: not asked; then each block asks about its own units' items).
     every_item: Optional[bool] = None
+    first = _FirstTimes()
     pairs = iter(work)
     counted = 0
     while True:
-        batch = list(islice(pairs, block))
-        if not batch:
+        # Straight into a dict: the pairs are not kept, so the work's
+        # iterator reuses one tuple (a list of a block's tuples would
+        # cost their allocation and the garbage collector's passes).
+        units = dict(islice(pairs, block))  # drops repeats within the block, keeps the order
+        if not units:
             break
-        units = dict(batch)  # drops repeats within the block, keeps the order
         _check_ids(units, counted)
-        counted += len(batch)
-        fresh = [u for u in units if u not in seen] if seen else list(units)
-        seen.update(fresh)
+        counted += block  # a block that is not full is the last
+        fresh = first.of(units)
         if every_item is None:
             recorded_keys = rows.item_keys(version) if one_each else ()
             # When the records are not many more than the block's units (a
             # resume), one question about every recorded item costs less
             # than one per block.
-            every_item = bool(recorded_keys) and len(recorded_keys) <= 4 * len(fresh) and all(stored(recorded_keys))
+            every_item = (
+                bool(recorded_keys)
+                and len(recorded_keys) <= 4 * len(fresh)
+                and (listing.issuperset(recorded_keys) if listing is not None else all(stored(recorded_keys)))
+            )
             if every_item:
                 current = rows.unit_set(version)
         if every_item:
@@ -1415,11 +1427,66 @@ def _plan_current(
         census.units += len(undecided)
         census.missing_units += len(undecided)
         missing.extend(undecided)
-        objects = list(units.values())
-        if objects.count(None) != len(objects):  # some unit is not its own id
+        if any(map(is_not, units.values(), repeat(None))):  # some unit is not its own id
             payload = {} if payload is None else payload
             payload.update((u, units[u]) for u in undecided if units[u] is not None)
     return UnitPlan(missing, payload, census)
+
+
+def _store_keys(stored: Membership) -> Optional[set[str]]:
+    """Every key of the store ``stored`` asks about, if it answers from one listing of it; else ``None``.
+
+    A store with an ``exists_many`` of its own (or a membership test that
+    is not a :class:`~stashworks.multi.plan.Membership`) is left to answer.
+    """
+    from .plan import Membership as Listing
+
+    if type(stored) is not Listing or callable(getattr(stored.store, 'exists_many', None)):
+        return None
+    return set(stored.store.keys())
+
+
+def _held_by(held: Callable[[str], bool], keys: Sequence[str]) -> list[bool]:
+    return list(map(held, keys))
+
+
+class _FirstTimes:
+    """The units of each block of work not met in an earlier block, in order.
+
+    The last few blocks are kept as they are (a block is a ``dict``) and
+    only then merged into one set: a plan of a few blocks never copies its
+    units, and one of many pays one insertion per unit, as a set alone
+    would.
+    """
+
+    #: blocks kept before they are merged into the set
+    KEEP = 4
+
+    def __init__(self) -> None:
+        self._seen: set[str] = set()
+        self._blocks: list[Mapping[str, Any]] = []
+
+    def of(self, units: Mapping[str, Any]) -> list[str]:
+        """The units of a block (each once) not met in an earlier one."""
+        seen, blocks = self._seen, self._blocks
+        if len(blocks) >= self.KEEP:
+            self._merge()
+        keys = units.keys()
+        repeats = (seen and not seen.isdisjoint(keys)) or any(not keys.isdisjoint(b.keys()) for b in blocks)
+        blocks.append(units)
+        if not repeats:
+            return list(units)  # the usual case: no unit repeats
+        self._merge(but_last=True)
+        return [u for u in units if u not in seen]
+
+    def _merge(self, but_last: bool = False) -> None:
+        blocks = self._blocks
+        kept = blocks.pop() if but_last else None
+        for block in blocks:
+            self._seen.update(block)
+        blocks.clear()
+        if kept is not None:
+            blocks.append(kept)
 
 
 def _sort_block(
