@@ -16,6 +16,7 @@ from pathlib import Path
 import pytest
 
 from stashworks import DictionaryStash
+from stashworks.errors import BatchError
 from stashworks.multi.plan import KeySpool, SeenFilter, iter_pairs, plan_batch
 
 
@@ -138,3 +139,14 @@ def test_units_are_identified_in_order_whatever_their_types() -> None:
     assert pairs[-3:] == [('3', 3), ('/a/b', PurePosixPath('/a/b')), ('last', None)]
     # A custom identity applies to str units too.
     assert list(identify(['a', 'b'], str.upper)) == [('A', 'a'), ('B', 'b')]
+
+
+def test_work_of_plain_keys_is_planned_from_the_keys_and_still_iterates_as_pairs() -> None:
+    work = iter_pairs(['a', 'b', 'c', 'd'])
+    assert next(work) == ('a', None)  # a consumer may take pairs first
+    done = DictionaryStash()
+    done.dump('c', 1)
+    plan = plan_batch(work, done, DictionaryStash(), block=2)
+    assert (list(plan.missing), plan.payload, plan.done_before) == (['b', 'd'], None, 1)
+    with pytest.raises(BatchError, match=r'work key #2 is not a str but int: 7'):
+        plan_batch(iter_pairs(['x', 'y', 7]), DictionaryStash(), DictionaryStash(), block=2)  # type: ignore[list-item]

@@ -29,7 +29,17 @@ from typing import IO, Any, Callable, Iterable, Iterator, Optional, Sequence, Un
 from ..errors import BatchError
 from ..stash import Stash
 
-__all__ = ['BLOCK', 'KeySpool', 'Membership', 'Plan', 'SeenFilter', 'identify', 'iter_pairs', 'plan_batch']
+__all__ = [
+    'BLOCK',
+    'KeyPairs',
+    'KeySpool',
+    'Membership',
+    'Plan',
+    'SeenFilter',
+    'identify',
+    'iter_pairs',
+    'plan_batch',
+]
 
 #: Units asked about at once, and the size of a spooled block.
 BLOCK = 65_536
@@ -301,9 +311,27 @@ class Plan:
         return self.done_before + self.failed_before + len(self.missing)
 
 
-def iter_pairs(keys: Iterable[str]) -> Iterator[tuple[str, Any]]:
+class KeyPairs(Iterator[tuple[str, Any]]):
+    """``(key, None)`` for each key: work whose keys are the units.
+
+    :func:`plan_batch` takes the keys themselves from it, a block at a
+    time, without a pair per key.
+
+    Args:
+        keys: the keys, each a unit.
+    """
+
+    def __init__(self, keys: Iterable[str]) -> None:
+        self.keys = iter(keys)
+        self._pairs = zip(self.keys, repeat(None))
+
+    def __next__(self) -> tuple[str, Any]:
+        return next(self._pairs)
+
+
+def iter_pairs(keys: Iterable[str]) -> KeyPairs:
     """``(key, None)`` for each key: work whose keys are the units."""
-    return zip(keys, repeat(None))
+    return KeyPairs(keys)
 
 
 def identify(units: Iterable[Any], ident: Optional[Callable[[Any], str]] = None) -> Iterator[tuple[str, Any]]:
@@ -468,11 +496,19 @@ def plan_batch(
     done_before = failed_before = 0
     counted = 0
     pairs = iter(work)
+    # Work of plain keys: blocks of keys, no pair per key, no payload.
+    keys_only = pairs.keys if isinstance(pairs, KeyPairs) else None
     while True:
-        batch = list(islice(pairs, block))
-        if not batch:
-            break
-        ids = list(map(itemgetter(0), batch))
+        batch: Optional[list[tuple[str, Any]]] = None
+        if keys_only is not None:
+            ids = list(islice(keys_only, block))
+            if not ids:
+                break
+        else:
+            batch = list(islice(pairs, block))
+            if not batch:
+                break
+            ids = list(map(itemgetter(0), batch))
         # One pass in C for the usual case (join takes only str); the slow
         # one names the culprit.
         try:
@@ -490,7 +526,7 @@ def plan_batch(
             open_ids = unrecorded
         missing.extend(open_ids)
         seen.missing(open_ids)
-        if any(map(is_not, map(itemgetter(1), batch), repeat(None))):
+        if batch is not None and any(map(is_not, map(itemgetter(1), batch), repeat(None))):
             # Identity only: a unit's own __eq__ may not answer a bool.
             units = dict(batch)
             for key in open_ids:
