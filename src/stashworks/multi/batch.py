@@ -158,24 +158,44 @@ class _WorkQueue:
         self.chunker = chunker
         self.next_id = 0
         self.retry: deque[Chunk] = deque()
+        #: units claimed together with an earlier chunk, one entry per chunk
+        self.claimed: deque[tuple[str, ...]] = deque()
 
     @property
     def exhausted(self) -> bool:
         """Whether no chunk is left to cut, unless a chunk sent is lost or cut short."""
-        if self.retry:
+        if self.retry or self.claimed:
             return False
         if self.shared is not None:
             return not self.shared.unsent and not self.shared.waiting
         return self.missing.remaining <= 0
 
-    def next_chunk(self) -> Optional[Chunk]:
+    def next_chunk(self, room: int = 1) -> Optional[Chunk]:
+        """The next chunk to submit; ``room``: how many the executor takes now."""
         if self.retry:
             return self.retry.popleft()
-        if self.shared is not None:
-            # Only units this run claimed; other runs hold the rest.
-            units = self.shared.take(self.chunker.next_size(self.shared.share()))
+        if self.claimed:
+            units = self.claimed.popleft()
+        elif self.shared is not None:
+            # Only units this run claimed; other runs hold the rest.  The
+            # chunks there is room for now share one claim (one file
+            # written and released instead of one per chunk).
+            share = self.shared.share()
+            sizes: list[int] = []
+            for _ in range(max(1, room)):
+                size = self.chunker.next_size(share - sum(sizes))
+                if size <= 0:
+                    break
+                sizes.append(size)
+            units = self.shared.take(sum(sizes) or 1)
             if not units:
                 return None
+            start = sizes[0] if sizes else len(units)
+            for size in sizes[1:]:
+                if start < len(units):
+                    self.claimed.append(units[start : start + size])
+                start += size
+            units = units[: sizes[0]] if sizes else units
         else:
             size = self.chunker.next_size(self.missing.remaining)
             if size <= 0:
@@ -412,8 +432,11 @@ class Batch:
     def _dispatch(self) -> None:
         # At least one chunk in flight, whatever the executor says, so the
         # batch never stalls with work left.
-        while self.executor.free_slots() > 0 or not self.in_flight:
-            chunk = self.queue.next_chunk()
+        while True:
+            room = self.executor.free_slots()
+            if room <= 0 and self.in_flight:
+                return
+            chunk = self.queue.next_chunk(room)
             if chunk is None:
                 return
             self.in_flight[chunk.id] = _InFlight(chunk)
