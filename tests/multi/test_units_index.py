@@ -472,3 +472,26 @@ def test_a_parent_killed_after_the_index_was_written_resumes_exactly(
     for unit in set(units) - finished:
         assert after[unit] == before.get(unit, 0) + 1, unit
     assert os.path.isfile(out / '.stashworks' / 'units' / INDEX_FILE)
+
+
+@pytest.mark.parametrize('block', [2, 3, 100])
+def test_a_unit_repeated_across_blocks_is_planned_once_with_the_object_it_first_came_with(
+    tmp_path: Path, block: int
+) -> None:
+    log = UnitLog(tmp_path)
+    for uid in ('a', 'b', 'c'):
+        log.add(uid, 'v', [f'{uid}/0'])
+    log.close()
+    log.compact()
+    stored = {'a/0', 'b/0', 'c/0'}
+    # 'x' and 'a' come back later with other objects of the same identity.
+    work = [('a', 'A1'), ('x', 'X1'), ('b', None), ('x', 'X2'), ('y', None), ('a', 'A2'), ('x', 'X3'), ('c', None)]
+    plain: dict[str, Sequence[Any]] = {}
+    latest_rows(UnitLog(tmp_path).rows(), plain)
+    reference = plan_units(work, members(stored), members(set()), 'v', plain, one_key=False, block=block)
+    got = plan_units(work, members(stored), members(set()), 'v', log.latest_rows(), one_key=False, block=block)
+    assert got.missing == reference.missing == ['x', 'y']
+    assert got.payload == reference.payload
+    assert got.payload == {'x': 'X3' if block >= len(work) else 'X1'}  # the last of the block where it first came
+    assert got.census == reference.census
+    assert (got.census.units, got.census.done_units, got.census.missing_units) == (5, 3, 2)

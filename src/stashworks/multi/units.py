@@ -76,12 +76,13 @@ import threading
 import time
 import uuid
 import zlib
+from collections import deque
 from dataclasses import dataclass, field
 from functools import partial
-from itertools import compress, filterfalse, islice, repeat
+from itertools import compress, islice, repeat
 from operator import is_, is_not, itemgetter
 from pathlib import Path, PurePath
-from typing import IO, Any, Callable, Container, Iterable, Iterator, Mapping, NamedTuple, Optional, Sequence, Union
+from typing import IO, Any, Callable, Collection, Iterable, Iterator, Mapping, NamedTuple, Optional, Sequence, Union
 
 from ..errors import BatchError
 
@@ -421,9 +422,7 @@ class LatestRows(Mapping[str, Sequence[Any]]):
                 group = groups[version] = {}
             group.update(zip(units, entries, strict=True))
 
-    def _add_group(
-        self, version: str, units: list[str], keys: list[Any], packed: str, top: float, multi: bool
-    ) -> None:
+    def _add_group(self, version: str, units: list[str], keys: list[Any], packed: str, top: float, multi: bool) -> None:
         # One version's part of the index (a fresh object: no unit is held twice).
         self._lazy[version] = (units, keys)
         if multi:
@@ -488,12 +487,12 @@ class LatestRows(Mapping[str, Sequence[Any]]):
         """The versions that computed some unit's latest record."""
         return {v for v, g in self._groups.items() if g} | {v for v, (u, _) in self._lazy.items() if u}
 
-    def unit_set(self, version: str) -> Container[str]:
-        """The units whose latest record is ``version`` (for membership tests)."""
+    def recorded(self, version: str) -> Collection[str]:
+        """The units whose latest record is ``version``, each once (the index's column as it is, or the group)."""
         lazy = self._lazy.get(version)
         if lazy is not None:
-            return set(lazy[0])  # cheaper than the dict, when only membership counts
-        return self._groups.get(version, {})
+            return lazy[0]
+        return self._groups.get(version, {}).keys()
 
     def item_keys(self, version: str) -> list[Any]:
         """The entries (a key, or a list of keys) of the units whose latest record is ``version``."""
@@ -1367,53 +1366,42 @@ def _plan_current(
     # version (no stale unit): a unit is done if it is recorded and every
     # item it recorded is stored.  No Python loop runs per unit in the
     # usual case: the recorded items are checked against the store's keys
-    # as one column, and each block of units is sorted by C-level filters
-    # over the set of recorded units.
-    census = Census(version)
-    missing: list[str] = []
-    payload: Optional[dict[str, Any]] = None
+    # as one column, then the recorded units are taken out of the work's.
     one_each = rows.one_key_each(version)
-    current: Container[str] = ()
     kept_from = rows.kept()
     listing = _store_keys(stored)
     if listing is not None:
         # The store answers from one listing: that set, asked directly
         # (a column at once, and no second listing for a block).
         stored = partial(_held_by, listing.__contains__)
-    # Whether every item of every current record is stored, asked once
-    # (None: not asked; then each block asks about its own units' items).
-    every_item: Optional[bool] = None
-    first = _FirstTimes()
     pairs = iter(work)
+    # Straight into a dict: the pairs are not kept, so the work's iterator
+    # reuses one tuple (a list of a block's tuples would cost their
+    # allocation and the garbage collector's passes).
+    first = dict(islice(pairs, block))  # drops repeats within the block, keeps the order
+    _check_ids(first, 0)
+    recorded_keys = rows.item_keys(version) if one_each else ()
+    # Whether every item of every current record is stored, asked once.
+    # When the records are not many more than the block's units (a resume),
+    # one question about every recorded item costs less than one per block.
+    every_item = (
+        bool(first)
+        and bool(recorded_keys)
+        and len(recorded_keys) <= 4 * len(first)
+        and (listing.issuperset(recorded_keys) if listing is not None else all(stored(recorded_keys)))
+    )
+    if every_item:
+        return _plan_recorded(first, pairs, failed, rows.recorded(version), version, kept_from, skip_failed, block)
+    census = Census(version)
+    missing: list[str] = []
+    payload: Optional[dict[str, Any]] = None
+    seen = _FirstTimes()
     counted = 0
-    while True:
-        # Straight into a dict: the pairs are not kept, so the work's
-        # iterator reuses one tuple (a list of a block's tuples would
-        # cost their allocation and the garbage collector's passes).
-        units = dict(islice(pairs, block))  # drops repeats within the block, keeps the order
-        if not units:
-            break
-        _check_ids(units, counted)
-        counted += block  # a block that is not full is the last
-        fresh = first.of(units)
-        if every_item is None:
-            recorded_keys = rows.item_keys(version) if one_each else ()
-            # When the records are not many more than the block's units (a
-            # resume), one question about every recorded item costs less
-            # than one per block.
-            every_item = (
-                bool(recorded_keys)
-                and len(recorded_keys) <= 4 * len(fresh)
-                and (listing.issuperset(recorded_keys) if listing is not None else all(stored(recorded_keys)))
-            )
-            if every_item:
-                current = rows.unit_set(version)
-        if every_item:
-            undecided = list(filterfalse(current.__contains__, fresh))
-            recorded = items = len(fresh) - len(undecided)
-            kept = sum(map(kept_from.__contains__, fresh)) if kept_from else 0
-        else:
-            undecided, recorded, items, kept = _sort_block(fresh, rows.units_of(version), kept_from, stored, one_each)
+    units = first
+    while units:
+        fresh = seen.of(units)
+        # Each block asks about its own units' items.
+        undecided, recorded, items, kept = _sort_block(fresh, rows.units_of(version), kept_from, stored, one_each)
         census.units += recorded
         census.done_units += recorded
         census.done_items += items
@@ -1430,7 +1418,73 @@ def _plan_current(
         if any(map(is_not, units.values(), repeat(None))):  # some unit is not its own id
             payload = {} if payload is None else payload
             payload.update((u, units[u]) for u in undecided if units[u] is not None)
+        counted += block  # a block that is not full is the last
+        units = dict(islice(pairs, block))
+        _check_ids(units, counted)
     return UnitPlan(missing, payload, census)
+
+
+def _plan_recorded(
+    first: dict[str, Any],
+    pairs: Iterator[tuple[str, Any]],
+    failed: Membership,
+    recorded: Iterable[str],
+    version: str,
+    kept_from: Mapping[str, str],
+    skip_failed: bool,
+    block: int,
+) -> UnitPlan:
+    """:func:`_plan_current` once every item of every record is known stored: a unit is done iff recorded.
+
+    The work's units are gathered in one ``dict`` (each once, in order),
+    then every recorded unit is taken out of it: what is left is not done,
+    in work order.  No set of the recorded units is built, and no unit is
+    looked up twice.  Unit objects are kept only for units not recorded.
+    """
+    census = Census(version)
+    todo: dict[str, Any] = {}
+    objects: dict[str, Any] = {}
+    has_objects = False
+    current: Optional[set[str]] = None
+    counted = block
+    units = first
+    while units:
+        new = units
+        if todo and not units.keys().isdisjoint(todo.keys()):
+            new = {u: unit for u, unit in units.items() if u not in todo}  # a unit met in an earlier block
+        if any(map(is_not, units.values(), repeat(None))):  # some unit is not its own id
+            has_objects = True
+            if current is None:
+                current = set(recorded)
+            objects.update((u, unit) for u, unit in new.items() if unit is not None and u not in current)
+            new = dict.fromkeys(new)  # done units' objects are not kept
+        if todo:
+            todo.update(new)
+        else:
+            todo = new
+        units = dict(islice(pairs, block))
+        _check_ids(units, counted)
+        counted += block  # a block that is not full is the last
+    total = len(todo)
+    kept = sum(map(kept_from.__contains__, todo)) if kept_from else 0
+    # In C: pop every recorded unit (most are in the work, on a resume).
+    deque(map(todo.pop, recorded, repeat(None)), maxlen=0)
+    undecided = list(todo)
+    done = total - len(undecided)
+    census.units += done
+    census.done_units += done
+    census.done_items += done  # one item each
+    census.kept_units += kept
+    if skip_failed and undecided:
+        failures = failed(undecided)
+        if any(failures):
+            census.units += sum(failures)
+            census.failed_units += sum(failures)
+            undecided = [u for u, has_failed in zip(undecided, failures, strict=True) if not has_failed]
+    census.units += len(undecided)
+    census.missing_units += len(undecided)
+    payload = {u: objects[u] for u in undecided if u in objects} if has_objects else None
+    return UnitPlan(undecided, payload, census)
 
 
 def _store_keys(stored: Membership) -> Optional[set[str]]:
