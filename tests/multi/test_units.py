@@ -386,6 +386,26 @@ def test_a_unit_id_that_is_not_a_str_is_a_type_error() -> None:
         plan_units([('a', None), (1, None)], members(set()), members(set()), 'v', None, one_key=True)  # type: ignore[list-item]
 
 
+class Name(str):
+    """A ``str`` subclass, as a data frame's column gives (``numpy.str_``)."""
+
+
+@pytest.mark.parametrize('one_key', [True, False])
+@pytest.mark.parametrize('recorded', [False, True])
+def test_unit_ids_of_a_str_subclass_are_planned_as_str(tmp_path: Path, one_key: bool, recorded: bool) -> None:
+    rows: Any = None if one_key else {}
+    if recorded:
+        log = UnitLog(tmp_path)
+        log.record('a', 'v', ['a'])
+        rows = log.latest_rows()
+    work = [(Name('a'), None), (Name('b'), None), (Name('a'), None)]
+    plan = plan_units(work, members({'a'}), members(set()), 'v', rows, one_key=one_key)
+    assert plan.missing == ['b']
+    assert (plan.census.units, plan.census.done_units, plan.census.missing_units) == (2, 1, 1)
+    with pytest.raises(BatchError, match='#2 is not a str but int'):
+        plan_units([*work[:2], (3, None)], members(set()), members(set()), 'v', rows, one_key=one_key)  # type: ignore[list-item]
+
+
 def test_keep_stale_records_the_choice(tmp_path: Path) -> None:
     log = UnitLog(tmp_path)
     log.record('f', 'old', ['f/0', 'f/1'])

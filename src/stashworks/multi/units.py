@@ -1592,9 +1592,11 @@ def _sort_block(
 
 
 def _check_ids(ids: Iterable[Any], counted: int) -> None:
-    if not set(map(type, ids)) <= {str}:  # C-speed check of every id
-        n, uid = next((n, u) for n, u in enumerate(ids, counted) if not isinstance(u, str))
-        raise BatchError(f'the id of work unit #{n} is not a str but {type(uid).__name__}: {uid!r}')
+    types = set(map(type, ids))  # C-speed check of every id
+    if types <= {str} or all(issubclass(t, str) for t in types):  # a str subclass (numpy.str_) is a str
+        return
+    n, uid = next((n, u) for n, u in enumerate(ids, counted) if not isinstance(u, str))
+    raise BatchError(f'the id of work unit #{n} is not a str but {type(uid).__name__}: {uid!r}')
 
 
 def _plan_by_store(
