@@ -470,3 +470,27 @@ def test_load_bytes_gives_the_serialized_value(tmp_path: Path) -> None:
         assert pickle.loads(stash.load_bytes('x' * 600)) == [2]
         with pytest.raises(KeyError, match='missing'):
             stash.load_bytes('missing')
+
+
+def test_opening_while_another_process_grows_the_map_is_retried(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """LMDB's open begins a transaction; a writer growing the map at that moment makes it fail with MAP_RESIZED."""
+    import lmdb
+
+    import stashworks.lmdbstash as module
+
+    real_open = lmdb.open
+    calls: list[str] = []
+
+    def open_racing_a_writer(*args: Any, **kwargs: Any) -> Any:
+        calls.append(str(args[0]))
+        if len(calls) == 1:
+            raise lmdb.MapResizedError('mdb_txn_begin: MDB_MAP_RESIZED: the map grew')
+        return real_open(*args, **kwargs)
+
+    monkeypatch.setattr(module.lmdb, 'open', open_racing_a_writer)
+    with LmdbStash(tmp_path / 'db') as stash:
+        stash['k'] = 1
+        assert stash['k'] == 1
+    assert len(calls) == 2

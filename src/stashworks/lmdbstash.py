@@ -64,6 +64,8 @@ _HASHED = b'\xff'
 _KEY_LEN = struct.Struct('<I')
 _DELETED: Any = object()  # a delete waiting in a group's buffer
 _pickle_dumps = pickle.dumps
+# Opens of an environment another process is growing at that moment.
+_OPEN_ATTEMPTS = 8
 _first = operator.itemgetter(0)
 _second = operator.itemgetter(1)
 
@@ -93,18 +95,28 @@ class _Env:
         self.users = 0
         #: commits since the last ``env.sync()`` (only counted when not syncing every commit)
         self.unsynced = False
-        self.env: Optional[lmdb.Environment] = lmdb.open(
-            path,
-            map_size=map_size,
-            subdir=True,
-            sync=sync,
-            max_readers=max_readers,
-            max_dbs=0,
-            # A cached read transaction keeps a reader slot, which a forked
-            # child would share with the parent (py-lmdb issue 346).
-            max_spare_txns=0,
-            lock=True,
-        )
+        for attempt in range(_OPEN_ATTEMPTS):
+            try:
+                env = lmdb.open(
+                    path,
+                    map_size=map_size,
+                    subdir=True,
+                    sync=sync,
+                    max_readers=max_readers,
+                    max_dbs=0,
+                    # A cached read transaction keeps a reader slot, which a
+                    # forked child would share with the parent (py-lmdb issue 346).
+                    max_spare_txns=0,
+                    lock=True,
+                )
+                break
+            except lmdb.MapResizedError:
+                # Opening begins a transaction: another process that grew
+                # the map between the open's read of its size and that
+                # transaction makes it fail.  A new open reads the new size.
+                if attempt == _OPEN_ATTEMPTS - 1:
+                    raise
+        self.env: Optional[lmdb.Environment] = env
         # Reader slots of processes killed while reading stay taken until
         # someone clears them; a new user is the natural moment.
         cleared = self.env.reader_check()
