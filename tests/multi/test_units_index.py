@@ -316,12 +316,14 @@ def test_planning_from_the_index_agrees_with_planning_record_by_record(tmp_path:
         (members(stored), members(failed)),
         (Membership(items), Membership(failures)),
     ]
-    for block in (7, 64, 100_000):
-        reference = plan_units(work, members(stored), members(failed), 'v', plain, one_key=False, block=block)
+    # Work much longer than the records too: a plan then takes it in several blocks.
+    longer = work + [(f'z{i}', None if i % 3 else ('obj', i)) for i in range(1000)] + work[:50]
+    for block, units in [(7, work), (64, work), (100_000, work), (7, longer), (400, longer)]:
+        reference = plan_units(units, members(stored), members(failed), 'v', plain, one_key=False, block=block)
         for stored_in, failed_in in asked:
             rows = UnitLog(tmp_path).latest_rows()
             assert isinstance(rows, LatestRows)
-            got = plan_units(work, stored_in, failed_in, 'v', rows, one_key=False, block=block)
+            got = plan_units(units, stored_in, failed_in, 'v', rows, one_key=False, block=block)
             assert got.missing == reference.missing, block
             assert got.payload == reference.payload
             assert got.census == reference.census
