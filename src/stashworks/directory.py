@@ -230,6 +230,14 @@ class DirectoryStash(CloseableStash[V]):
         # which joins a listing's names: a whole listing of item files with
         # plain keys is checked with a few passes in C (see _plain_stems).
         self._plain_chars = (_PLAIN_FOLD_CHARS if fold else _PLAIN_CHARS) + b'/'
+        # A suffix that starts with '.' (so a name that is the suffix alone
+        # is hidden) and holds only plain characters: a listing of plain
+        # names then needs no stripping to be checked.
+        self._plain_suffix = not self._suffix or (
+            self._suffix[0] == '.'
+            and self._suffix.isascii()
+            and not self._suffix.encode().translate(None, self._plain_chars)
+        )
         # A name that starts with '.' is never an item file unless the
         # pattern starts with one (no encoded key does), so temp files may
         # sit among the items without costing the fast path.
@@ -349,52 +357,58 @@ class DirectoryStash(CloseableStash[V]):
         except OSError as exc:
             raise StashReadError(f'cannot list the items of {self!r} in {self._path}: {_errno_name(exc)}') from exc
 
-    def _plain_stems(self, names: list[str]) -> Optional[tuple[str, int, int]]:
-        """The keys of ``names`` joined by ``/``, their number, and how many names are hidden.
+    def _plain_stems(self, names: list[str]) -> Optional[tuple[str, str, int, int]]:
+        """The keys of ``names`` as ``(text, sep, count, hidden)``: ``text.split(sep)`` is the keys and a last ``''``.
 
-        Only when every name that is not hidden is an item file with a
-        plain key (the usual listing); else ``None``.  Hidden names (a
-        temp file, say) are skipped where no item name can be hidden.  A
+        ``count`` is the number of keys, ``hidden`` how many names are
+        hidden.  Only when every name that is not hidden is an item file
+        with a plain key (the usual listing); else ``None``.  Hidden names
+        (a temp file, say) are skipped where no item name can be hidden.  A
         few passes in C over the joined listing (``/`` is in no file name)
         replace a match and a slice per name.
         """
         if not names:
-            return '', 0, 0
+            return '', '/', 0, 0
         joined = '/'.join(names)
         hidden = 0
         if self._hidden_ok and (joined[0] == '.' or '/.' in joined):
             visible = [name for name in names if name[0] != '.']
             hidden = len(names) - len(visible)
             if not visible:
-                return '', 0, hidden
+                return '', '/', 0, hidden
             joined = '/'.join(visible)
         count = len(names) - hidden
         prefix, suffix = self._prefix, self._suffix
-        if suffix:
-            # Each '<suffix>/' holds one '/', the end of one name: as many
-            # as there are names means every name ends with the suffix.
-            joined += '/'
-            if joined.count(suffix + '/') != count:
+        joined += '/'
+        end = suffix + '/'
+        # Each '<suffix>/' holds one '/', the end of one name: as many as
+        # there are names means every name ends with the suffix.
+        if suffix and joined.count(end) != count:
+            return None
+        if not prefix and self._plain_suffix:
+            # The names tell the keys as they are: no name left starts with
+            # '.', so no key is empty or starts with one, and names of plain
+            # characters have plain keys.
+            if not joined.isascii() or joined.encode('ascii').translate(None, self._plain_chars):
                 return None
-            joined = joined.replace(suffix + '/', '/')[:-1]
+            return joined, end, count, hidden
+        stems = joined.replace(end, '/') if suffix else joined
         if prefix:
-            joined = '/' + joined
-            if joined.count('/' + prefix) != count:
+            stems = '/' + stems
+            if stems.count('/' + prefix) != count:
                 return None
-            joined = joined.replace('/' + prefix, '/')[1:]
+            stems = stems.replace('/' + prefix, '/')[1:]
         # A plain key is not empty, does not start with '.', and holds
         # only plain characters.
         if (
-            not joined
-            or joined[0] in './'
-            or joined[-1] == '/'
-            or '//' in joined
-            or '/.' in joined
-            or not joined.isascii()
-            or joined.encode('ascii').translate(None, self._plain_chars)
+            stems[0] in './'
+            or '//' in stems
+            or '/.' in stems
+            or not stems.isascii()
+            or stems.encode('ascii').translate(None, self._plain_chars)
         ):
             return None
-        return joined, count, hidden
+        return stems, '/', count, hidden
 
     def _is_foreign_item(self, name: str) -> bool:
         """Whether ``name`` (not a name this stash writes) looks like an item file all the same."""
@@ -468,11 +482,15 @@ class DirectoryStash(CloseableStash[V]):
                 self._fold_mode()
             plain = self._plain_stems(names)
             if plain is not None:
-                joined, count, hidden = plain
+                text, sep, count, hidden = plain
                 self._note_clean_listing(hidden)
                 if hidden:
                     self._check_hidden(names)
-                return joined.split('/') if count else []
+                if not count:
+                    return []
+                keys = text.split(sep)
+                keys.pop()  # the '' after the last separator
+                return keys
         return [key for _, key in self._iter_names(names)]
 
     def __len__(self) -> int:
@@ -483,7 +501,7 @@ class DirectoryStash(CloseableStash[V]):
                 self._fold_mode()
             plain = self._plain_stems(names)
             if plain is not None:
-                _, count, hidden = plain
+                _, _, count, hidden = plain
                 self._note_clean_listing(hidden)
                 if hidden:
                     self._check_hidden(names)
