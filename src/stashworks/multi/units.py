@@ -1490,14 +1490,18 @@ def _plan_recorded(
 def _store_keys(stored: Membership) -> Optional[set[str]]:
     """Every key of the store ``stored`` asks about, if it answers from one listing of it; else ``None``.
 
-    A store with an ``exists_many`` of its own (or a membership test that
-    is not a :class:`~stashworks.multi.plan.Membership`) is left to answer.
+    The engine's membership test (:class:`~stashworks.multi.plan.Membership`,
+    not imported here: that module imports this one) names its store as
+    ``store`` and answers from one listing of it, unless the store has an
+    ``exists_many`` of its own, which is then left to answer.  Any other
+    test is left to answer too.
     """
-    from .plan import Membership as Listing
+    from ..stash import Stash
 
-    if type(stored) is not Listing or callable(getattr(stored.store, 'exists_many', None)):
+    store = getattr(stored, 'store', None)
+    if not isinstance(store, Stash) or callable(getattr(store, 'exists_many', None)):
         return None
-    return set(stored.store.keys())
+    return set(store.keys())
 
 
 def _held_by(held: Callable[[str], bool], keys: Sequence[str]) -> list[bool]:
