@@ -394,7 +394,7 @@ class RunRecord:
                 self.data['claims'] = open_claims
                 self.data['claims_last'] = last
             self.data['updated'] = utc_now()
-            payload = json.dumps(self.data, indent=1).encode('utf-8')
+            payload = json.dumps(self.data, separators=(',', ':')).encode('utf-8')
 
         def fill(fh: IO[bytes]) -> None:
             fh.write(payload)

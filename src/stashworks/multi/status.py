@@ -126,7 +126,8 @@ class StatusWriter:
     def _write(self) -> None:
         if self.path is None:
             return
-        payload = json.dumps(self.data, indent=1).encode('utf-8')
+        # Compact: the C encoder (an indented dump takes the pure-Python one).
+        payload = json.dumps(self.data, separators=(',', ':')).encode('utf-8')
 
         def write(fh: IO[bytes]) -> None:
             fh.write(payload)
