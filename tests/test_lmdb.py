@@ -494,3 +494,34 @@ def test_opening_while_another_process_grows_the_map_is_retried(
         stash['k'] = 1
         assert stash['k'] == 1
     assert len(calls) == 2
+
+
+def test_opening_the_database_while_another_process_grows_the_map_is_retried(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The race one transaction later: the open succeeded, opening its main database meets MAP_RESIZED."""
+    import lmdb
+
+    import stashworks.lmdbstash as module
+
+    real_open = lmdb.open
+    raised: list[int] = []
+
+    class RacedEnvironment:
+        def __init__(self, env: Any) -> None:
+            self._env = env
+
+        def open_db(self, *args: Any, **kwargs: Any) -> Any:
+            if not raised:
+                raised.append(1)
+                raise lmdb.MapResizedError('mdb_txn_begin: MDB_MAP_RESIZED: the map grew')
+            return self._env.open_db(*args, **kwargs)
+
+        def __getattr__(self, name: str) -> Any:
+            return getattr(self._env, name)
+
+    monkeypatch.setattr(module.lmdb, 'open', lambda *a, **k: RacedEnvironment(real_open(*a, **k)))
+    with LmdbStash(tmp_path / 'db') as stash:
+        stash['k'] = 1
+        assert stash['k'] == 1
+    assert raised == [1]

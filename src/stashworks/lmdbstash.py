@@ -122,7 +122,17 @@ class _Env:
         cleared = self.env.reader_check()
         if cleared:
             logger.debug('cleared %d stale reader slots in %s', cleared, path)
-        self.main_db = self.env.open_db()
+        for attempt in range(_OPEN_ATTEMPTS):
+            try:
+                self.main_db = env.open_db()
+                break
+            except lmdb.MapResizedError:
+                # The same race, one transaction later: adopt the map's
+                # size as it is now and begin again.
+                if attempt == _OPEN_ATTEMPTS - 1:
+                    env.close()
+                    raise
+                env.set_mapsize(0)
 
     def close(self) -> None:
         env, self.env = self.env, None
