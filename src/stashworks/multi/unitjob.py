@@ -332,22 +332,22 @@ class UnitJob(Job):
             else:
                 plain.extend(new)
 
-        def recording_finish(unit: str, ok: bool) -> bool:
-            stop = finish(unit, ok)
+        def record_settled() -> None:
             # One-item units: nothing per unit but a clock read; their
             # records are gathered from the ledger when the time is due.
             if (len(done) > recorded if grouped else time.monotonic() >= due) or not wait:
                 harvest()
                 if entries or plain:
                     write()
+
+        def recording_finish(unit: str, ok: bool) -> bool:
+            stop = finish(unit, ok)
+            record_settled()
             return stop
 
         def recording_finish_many(units: list[str], bad: list[str]) -> bool:
             stop = finish_many(units, bad)
-            if (len(done) > recorded if grouped else time.monotonic() >= due) or not wait:
-                harvest()
-                if entries or plain:
-                    write()
+            record_settled()
             return stop
 
         def recording_commit() -> None:
