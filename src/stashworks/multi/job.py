@@ -80,7 +80,8 @@ class Finishers(NamedTuple):
     """How a job settles its units: one at a time, a slice at a time, and the last commit."""
 
     one: Finish
-    many: FinishMany
+    #: ``None`` where units are never settled a slice at a time
+    many: Optional[FinishMany]
     commit: Callable[[], None]
 
 
@@ -232,23 +233,14 @@ class Job:
                 (done if ok else failed).append(unit)
                 return False
 
-            def finish_many(units: list[str], bad: list[str]) -> bool:
-                done.extend(units)
-                failed.extend(bad)
-                return False
-
         else:
 
             def finish(unit: str, ok: bool) -> bool:
                 (done if ok else failed).append(unit)
                 return should_stop()
 
-            def finish_many(units: list[str], bad: list[str]) -> bool:
-                done.extend(units)
-                failed.extend(bad)
-                return should_stop()
-
-        return Finishers(finish, finish_many, self._flush_quietly)
+        # No slices into a write-through store: see run_chunk.
+        return Finishers(finish, None, self._flush_quietly)
 
     def _grouped(self, chunk: Chunk, ledger: Ledger, should_stop: Optional[StopCheck]) -> Finishers:
         # The open group's units, done and failed: two appends' worth of

@@ -346,6 +346,7 @@ class UnitJob(Job):
             return stop
 
         def recording_finish_many(units: list[str], bad: list[str]) -> bool:
+            assert finish_many is not None
             stop = finish_many(units, bad)
             record_settled()
             return stop
@@ -359,4 +360,5 @@ class UnitJob(Job):
                     write()
                 keys_of.clear()
 
-        return Finishers(recording_finish, recording_finish_many, recording_commit)
+        many = recording_finish_many if finish_many is not None else None
+        return Finishers(recording_finish, many, recording_commit)
